@@ -1,0 +1,112 @@
+import type http from 'node:http';
+import type net from 'node:net';
+import { connectNodeAdapter } from '@connectrpc/connect-node';
+import { Redis } from 'ioredis';
+import { type Logger, pino } from 'pino';
+import { corsMiddleware } from './api/cors.ts';
+import { couponServiceImpl } from './api/coupon-service.ts';
+import { domainErrorInterceptor } from './api/errors.ts';
+import { createPolyglotServer } from './api/server.ts';
+import { CampaignService } from './application/campaign-service.ts';
+import { CouponIssuer } from './application/issue-coupon.ts';
+import type { Config } from './config.ts';
+import { CouponService } from './gen/coupon/v1/coupon_pb.js';
+import { MikroOrmCampaignRepository } from './infrastructure/db/campaign-repository.ts';
+import { MikroOrmCouponRepository } from './infrastructure/db/coupon-repository.ts';
+import { type Database, openDatabase } from './infrastructure/db/orm.ts';
+import { RedisSlotGate } from './infrastructure/redis/slot-gate.ts';
+
+/** GetCampaign of a 100,000-coupon campaign is ~3 MB; leave room for ten times that. */
+const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+export interface App {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly services: Services;
+  listen(): Promise<net.AddressInfo>;
+  close(): Promise<void>;
+}
+
+export interface Services {
+  readonly campaigns: CampaignService;
+  readonly issuer: CouponIssuer;
+  readonly gate: RedisSlotGate;
+  readonly redis: Redis;
+  readonly db: Database;
+  close(): Promise<void>;
+}
+
+/** Connects the stores and wires the use cases; the API is built on top in `buildApp`. */
+export async function buildServices(config: Config, logger: Logger): Promise<Services> {
+  const redis = new Redis(config.redisUrl, {
+    // Fail calls at once while Redis is away instead of queueing them: the client gets
+    // UNAVAILABLE within the timeout, never a hang, and ioredis keeps reconnecting behind it.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: config.dependencyTimeoutMs,
+    connectTimeout: config.dependencyTimeoutMs,
+    retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
+    enableAutoPipelining: true,
+  });
+  redis.on('error', (error) => logger.warn({ err: error }, 'redis connection error'));
+  const redisReady = new Promise<void>((resolve) => {
+    redis.once('ready', resolve);
+    setTimeout(resolve, config.dependencyTimeoutMs).unref();
+  });
+
+  const db = await openDatabase({
+    url: config.databaseUrl,
+    poolSize: config.dbPoolSize,
+    timeoutMs: config.dependencyTimeoutMs,
+  }).catch((error) => {
+    redis.disconnect();
+    throw error;
+  });
+  await redisReady;
+
+  const gate = new RedisSlotGate(redis, { keyPrefix: config.redisKeyPrefix });
+  const campaignRepository = new MikroOrmCampaignRepository(db);
+  return {
+    campaigns: new CampaignService({ campaigns: campaignRepository, gate }),
+    issuer: new CouponIssuer({
+      gate,
+      campaigns: campaignRepository,
+      coupons: new MikroOrmCouponRepository(db),
+    }),
+    gate,
+    redis,
+    db,
+    async close() {
+      await Promise.allSettled([db.close(), redis.quit()]);
+    },
+  };
+}
+
+/** The composition root: the one place that knows every concrete class. */
+export async function buildApp(
+  config: Config,
+  logger: Logger = pino({ level: config.logLevel }),
+): Promise<App> {
+  const services = await buildServices(config, logger);
+  const rpc = connectNodeAdapter({
+    routes: (router) => router.service(CouponService, couponServiceImpl(services)),
+    interceptors: [domainErrorInterceptor],
+    readMaxBytes: MAX_MESSAGE_BYTES,
+    writeMaxBytes: MAX_MESSAGE_BYTES,
+  });
+  const cors = corsMiddleware(config.corsOrigins);
+  const server = createPolyglotServer((request, response) => {
+    cors(request as http.IncomingMessage, response as http.ServerResponse, () => rpc(request, response));
+  });
+
+  return {
+    config,
+    logger,
+    services,
+    listen: () => server.listen(config.port, config.host),
+    async close() {
+      await server.close(config.shutdownGraceMs);
+      await services.close();
+    },
+  };
+}

@@ -1,0 +1,130 @@
+import { validateCampaignId, validateUserId } from '../domain/campaign.ts';
+import { generateCouponCode } from '../domain/coupon-code.ts';
+import {
+  AlreadyIssuedError,
+  CampaignNotFoundError,
+  CampaignNotOpenError,
+  SoldOutError,
+} from '../domain/errors.ts';
+import {
+  type CampaignRepository,
+  type ClaimOutcome,
+  type CouponRepository,
+  type CouponToPersist,
+  DependencyUnavailableError,
+  type SlotGate,
+} from './ports.ts';
+
+export interface IssuedCoupon {
+  readonly code: string;
+  readonly campaignId: string;
+  readonly userId: string;
+  readonly issuedAt: Date;
+}
+
+/** A fresh code collides with probability ~2^-100; more than a few in a row means something else is wrong. */
+const MAX_CODE_ATTEMPTS = 5;
+
+/**
+ * Issues a coupon: claim a slot at the gate, record the coupon in the database, and give the slot
+ * back if the database cannot take it, so a failure never costs the campaign a coupon.
+ */
+export class CouponIssuer {
+  private readonly gate: SlotGate;
+  private readonly campaigns: CampaignRepository;
+  private readonly coupons: CouponRepository;
+  private readonly loading = new Map<string, Promise<void>>();
+
+  constructor(deps: { gate: SlotGate; campaigns: CampaignRepository; coupons: CouponRepository }) {
+    this.gate = deps.gate;
+    this.campaigns = deps.campaigns;
+    this.coupons = deps.coupons;
+  }
+
+  async issueCoupon(campaignId: string, userId: string): Promise<IssuedCoupon> {
+    validateCampaignId(campaignId);
+    validateUserId(userId);
+
+    let claim = await this.gate.claimSlot(campaignId, userId);
+    if (claim.status === 'not-loaded') {
+      await this.loadCampaign(campaignId);
+      claim = await this.gate.claimSlot(campaignId, userId);
+    }
+    const claimedAt = this.claimedAtOrThrow(campaignId, userId, claim);
+    return this.persistCoupon({ campaignId, userId, issuedAt: claimedAt });
+  }
+
+  private claimedAtOrThrow(campaignId: string, userId: string, claim: ClaimOutcome): Date {
+    switch (claim.status) {
+      case 'claimed':
+        return claim.claimedAt;
+      case 'not-started':
+        throw new CampaignNotOpenError(campaignId, 'not-started', claim.opensAt);
+      case 'ended':
+        throw new CampaignNotOpenError(campaignId, 'ended', claim.closedAt);
+      case 'duplicate':
+        throw new AlreadyIssuedError(campaignId, userId);
+      case 'sold-out':
+        throw new SoldOutError(campaignId);
+      case 'not-loaded':
+        throw new DependencyUnavailableError(
+          'redis',
+          `campaign ${campaignId} could not be loaded into the gate`,
+        );
+    }
+  }
+
+  private async persistCoupon(claim: Omit<CouponToPersist, 'code'>): Promise<IssuedCoupon> {
+    const { campaignId, userId } = claim;
+    for (let attempt = 1; attempt <= MAX_CODE_ATTEMPTS; attempt++) {
+      const coupon: CouponToPersist = { ...claim, code: generateCouponCode() };
+      let outcome: Awaited<ReturnType<CouponRepository['persist']>>;
+      try {
+        outcome = await this.coupons.persist(coupon);
+      } catch (error) {
+        await this.releaseQuietly(campaignId, userId);
+        throw error;
+      }
+      switch (outcome) {
+        case 'persisted':
+          // If this fails the claim stays pending, and the reconciler confirms it from the row.
+          await this.gate.confirmSlot(campaignId, userId).catch(() => undefined);
+          return coupon;
+        case 'code-taken':
+          continue;
+        case 'user-has-coupon':
+          // The gate was rebuilt from a read that missed this user's coupon, so it counted one
+          // slot too many and did not know the user: this claim corrected both. Keep it.
+          await this.gate.confirmSlot(campaignId, userId).catch(() => undefined);
+          throw new AlreadyIssuedError(campaignId, userId);
+        case 'campaign-full':
+          await this.gate.closeSlots(campaignId, userId).catch(() => undefined);
+          throw new SoldOutError(campaignId);
+      }
+    }
+    await this.releaseQuietly(campaignId, userId);
+    throw new DependencyUnavailableError(
+      'database',
+      `could not find a free coupon code in ${MAX_CODE_ATTEMPTS} attempts; try again`,
+    );
+  }
+
+  /** A release that fails leaves the claim pending; the reconciler gives the slot back later. */
+  private async releaseQuietly(campaignId: string, userId: string) {
+    await this.gate.releaseSlot(campaignId, userId).catch(() => undefined);
+  }
+
+  /** Concurrent first claims of one campaign share a single database read. */
+  private loadCampaign(campaignId: string): Promise<void> {
+    let pending = this.loading.get(campaignId);
+    if (!pending) {
+      pending = (async () => {
+        const state = await this.campaigns.loadGateState(campaignId);
+        if (!state) throw new CampaignNotFoundError('id', campaignId);
+        await this.gate.loadCampaign(state);
+      })().finally(() => this.loading.delete(campaignId));
+      this.loading.set(campaignId, pending);
+    }
+    return pending;
+  }
+}

@@ -1,0 +1,83 @@
+import { z } from 'zod';
+
+const port = z.coerce.number().int().min(0).max(65_535);
+const positiveInt = z.coerce.number().int().positive();
+
+/** Every setting, its environment variable, its default and what it means. */
+const schema = z.object({
+  /** PORT: the one port serving gRPC, gRPC-Web and Connect over HTTP/1.1 and HTTP/2. */
+  PORT: port.default(8080),
+  /** HOST: the address to bind. */
+  HOST: z.string().min(1).default('0.0.0.0'),
+  /** DATABASE_URL: MySQL 8 or MariaDB; the database is created at start when missing. */
+  DATABASE_URL: z
+    .url({ protocol: /^(mysql|mariadb)$/, error: 'must be a mysql:// or mariadb:// URL' })
+    .default('mysql://root@127.0.0.1:3306/coupon'),
+  /** REDIS_URL: Redis 6.2+; the db index in the path is honoured. */
+  REDIS_URL: z
+    .url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' })
+    .default('redis://127.0.0.1:6379/0'),
+  /** REDIS_KEY_PREFIX: prepended to every Redis key, so deployments can share one Redis. */
+  REDIS_KEY_PREFIX: z.string().default('coupon:'),
+  /** CORS_ORIGINS: comma-separated origins allowed to call from a browser; `*` allows any. */
+  CORS_ORIGINS: z
+    .string()
+    .default('')
+    .transform((value) =>
+      value
+        .split(',')
+        .map((origin) => origin.trim())
+        .filter((origin) => origin.length > 0),
+    ),
+  /** DB_POOL_SIZE: database connections per process. */
+  DB_POOL_SIZE: positiveInt.default(20),
+  /** DEPENDENCY_TIMEOUT_MS: longest wait for Redis or the database before a call fails UNAVAILABLE. */
+  DEPENDENCY_TIMEOUT_MS: positiveInt.default(3_000),
+  /** SHUTDOWN_GRACE_MS: how long SIGTERM waits for in-flight calls before closing connections. */
+  SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
+  /** LOG_LEVEL: pino level (fatal, error, warn, info, debug, trace, silent). */
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export interface Config {
+  readonly port: number;
+  readonly host: string;
+  readonly databaseUrl: string;
+  readonly redisUrl: string;
+  readonly redisKeyPrefix: string;
+  readonly corsOrigins: readonly string[];
+  readonly dbPoolSize: number;
+  readonly dependencyTimeoutMs: number;
+  readonly shutdownGraceMs: number;
+  readonly logLevel: string;
+}
+
+export class ConfigError extends Error {}
+
+/** Reads the configuration; a bad value throws one line naming the variable and what is wrong. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const present = Object.fromEntries(
+    Object.entries(env).filter(([, value]) => value !== undefined && value !== ''),
+  );
+  const parsed = schema.safeParse(present);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const variable = issue?.path.join('.') ?? 'environment';
+    throw new ConfigError(
+      `invalid configuration: ${variable}: ${issue?.message ?? 'invalid value'} (got "${env[variable] ?? ''}")`,
+    );
+  }
+  const c = parsed.data;
+  return {
+    port: c.PORT,
+    host: c.HOST,
+    databaseUrl: c.DATABASE_URL,
+    redisUrl: c.REDIS_URL,
+    redisKeyPrefix: c.REDIS_KEY_PREFIX,
+    corsOrigins: c.CORS_ORIGINS,
+    dbPoolSize: c.DB_POOL_SIZE,
+    dependencyTimeoutMs: c.DEPENDENCY_TIMEOUT_MS,
+    shutdownGraceMs: c.SHUTDOWN_GRACE_MS,
+    logLevel: c.LOG_LEVEL,
+  };
+}

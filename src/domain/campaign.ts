@@ -1,0 +1,101 @@
+import { InvalidArgumentError } from './errors.ts';
+
+export const CAMPAIGN_NAME_MAX_LENGTH = 200;
+export const CAMPAIGN_AMOUNT_MAX = 10_000_000;
+export const USER_ID_MAX_LENGTH = 128;
+
+export interface Campaign {
+  readonly id: string;
+  readonly name: string;
+  readonly amount: number;
+  readonly issuedCount: number;
+  /** Issuing opens at this instant (inclusive). */
+  readonly issuedAt: Date;
+  /** Issuing closes at this instant (exclusive). */
+  readonly expiresAt: Date;
+}
+
+export interface NewCampaign {
+  readonly name: string;
+  readonly amount: number;
+  readonly issuedAt: Date;
+  readonly expiresAt: Date;
+}
+
+export interface NewCampaignInput {
+  readonly name: string;
+  readonly amount: bigint;
+  readonly issuedAt: Date | undefined;
+  readonly expiresAt: Date | undefined;
+}
+
+/**
+ * Checks a campaign request against the rules. `now` comes from the shared clock so that every
+ * instance agrees on whether `expiresAt` has already passed. Dates are cut to whole milliseconds,
+ * the precision both stores keep.
+ */
+export function validateNewCampaign(input: NewCampaignInput, now: Date): NewCampaign {
+  const name = input.name;
+  if (name.trim().length === 0) {
+    throw new InvalidArgumentError('name', 'name must not be empty');
+  }
+  if ([...name].length > CAMPAIGN_NAME_MAX_LENGTH) {
+    throw new InvalidArgumentError('name', `name must be at most ${CAMPAIGN_NAME_MAX_LENGTH} characters`);
+  }
+  if (input.amount <= 0n || input.amount > BigInt(CAMPAIGN_AMOUNT_MAX)) {
+    throw new InvalidArgumentError(
+      'amount',
+      `amount must be between 1 and ${CAMPAIGN_AMOUNT_MAX}, got ${input.amount}`,
+    );
+  }
+  if (!input.issuedAt) {
+    throw new InvalidArgumentError('issued_at', 'issued_at is required');
+  }
+  if (!input.expiresAt) {
+    throw new InvalidArgumentError('expires_at', 'expires_at is required');
+  }
+  const issuedAt = new Date(input.issuedAt.getTime());
+  const expiresAt = new Date(input.expiresAt.getTime());
+  if (Number.isNaN(issuedAt.getTime()) || Number.isNaN(expiresAt.getTime())) {
+    throw new InvalidArgumentError('issued_at', 'issued_at and expires_at must be valid timestamps');
+  }
+  if (expiresAt.getTime() <= issuedAt.getTime()) {
+    throw new InvalidArgumentError(
+      'expires_at',
+      `expires_at (${expiresAt.toISOString()}) must be after issued_at (${issuedAt.toISOString()})`,
+    );
+  }
+  if (expiresAt.getTime() <= now.getTime()) {
+    throw new InvalidArgumentError(
+      'expires_at',
+      `expires_at (${expiresAt.toISOString()}) has already passed (now ${now.toISOString()})`,
+    );
+  }
+  return { name, amount: Number(input.amount), issuedAt, expiresAt };
+}
+
+/** Ids we hand out are 36-character UUIDs; anything far longer cannot name a campaign. */
+export const CAMPAIGN_ID_MAX_LENGTH = 64;
+
+export function validateCampaignId(campaignId: string): string {
+  if (campaignId.length === 0) {
+    throw new InvalidArgumentError('campaign_id', 'campaign_id must not be empty');
+  }
+  if (campaignId.length > CAMPAIGN_ID_MAX_LENGTH) {
+    throw new InvalidArgumentError(
+      'campaign_id',
+      `campaign_id must be at most ${CAMPAIGN_ID_MAX_LENGTH} characters`,
+    );
+  }
+  return campaignId;
+}
+
+export function validateUserId(userId: string): string {
+  if (userId.length === 0) {
+    throw new InvalidArgumentError('user_id', 'user_id must not be empty');
+  }
+  if ([...userId].length > USER_ID_MAX_LENGTH) {
+    throw new InvalidArgumentError('user_id', `user_id must be at most ${USER_ID_MAX_LENGTH} characters`);
+  }
+  return userId;
+}

@@ -1,0 +1,65 @@
+/**
+ * Business failures a caller can act on. The API layer maps each kind to one Connect code;
+ * nothing here knows about Connect.
+ */
+export abstract class DomainError extends Error {
+  abstract readonly kind: DomainErrorKind;
+}
+
+export type DomainErrorKind =
+  | 'invalid-argument'
+  | 'campaign-not-found'
+  | 'campaign-name-taken'
+  | 'already-issued'
+  | 'campaign-not-open'
+  | 'sold-out';
+
+export class InvalidArgumentError extends DomainError {
+  readonly kind = 'invalid-argument';
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super(message);
+    this.field = field;
+  }
+}
+
+export class CampaignNotFoundError extends DomainError {
+  readonly kind = 'campaign-not-found';
+  constructor(by: 'id' | 'name', value: string) {
+    super(`campaign with ${by} "${value}" does not exist`);
+  }
+}
+
+export class CampaignNameTakenError extends DomainError {
+  readonly kind = 'campaign-name-taken';
+  constructor(name: string) {
+    super(`a campaign named "${name}" already exists; pick another name`);
+  }
+}
+
+export class AlreadyIssuedError extends DomainError {
+  readonly kind = 'already-issued';
+  constructor(campaignId: string, userId: string) {
+    super(`user "${userId}" already holds a coupon of campaign ${campaignId}`);
+  }
+}
+
+export class CampaignNotOpenError extends DomainError {
+  readonly kind = 'campaign-not-open';
+  readonly reason: 'not-started' | 'ended';
+  constructor(campaignId: string, reason: 'not-started' | 'ended', boundary: Date) {
+    super(
+      reason === 'not-started'
+        ? `campaign ${campaignId} opens at ${boundary.toISOString()}; try again then`
+        : `campaign ${campaignId} closed at ${boundary.toISOString()}`,
+    );
+    this.reason = reason;
+  }
+}
+
+export class SoldOutError extends DomainError {
+  readonly kind = 'sold-out';
+  constructor(campaignId: string) {
+    super(`campaign ${campaignId} is sold out: every coupon has been issued`);
+  }
+}

@@ -1,0 +1,91 @@
+import type { EntityManager } from '@mikro-orm/mariadb';
+import { v7 as uuidv7 } from 'uuid';
+import type { CampaignGateState, CampaignRepository } from '../../application/ports.ts';
+import type { Campaign, NewCampaign } from '../../domain/campaign.ts';
+import { CampaignNameTakenError } from '../../domain/errors.ts';
+import { databaseUnavailable, utcDate, violatedUniqueKey } from './errors.ts';
+import type { Database } from './orm.ts';
+
+interface CampaignRow {
+  id: string;
+  name: string;
+  amount: number;
+  issued_count: number;
+  issued_at: string;
+  expires_at: string;
+}
+
+const SELECT_CAMPAIGN = 'select id, name, amount, issued_count, issued_at, expires_at from campaign';
+
+function toCampaign(row: CampaignRow): Campaign {
+  return {
+    id: row.id,
+    name: row.name,
+    amount: Number(row.amount),
+    issuedCount: Number(row.issued_count),
+    issuedAt: utcDate(row.issued_at),
+    expiresAt: utcDate(row.expires_at),
+  };
+}
+
+export class MikroOrmCampaignRepository implements CampaignRepository {
+  private readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
+  }
+
+  async create(campaign: NewCampaign): Promise<Campaign> {
+    // UUIDv7 ids are unguessable enough for a public id and sort by creation, which keeps the
+    // primary key index append-only.
+    const id = uuidv7();
+    try {
+      await this.db.em.fork().execute(
+        `insert into campaign (id, name, amount, issued_count, issued_at, expires_at, created_at)
+         values (?, ?, ?, 0, ?, ?, ?)`,
+        [id, campaign.name, campaign.amount, campaign.issuedAt, campaign.expiresAt, new Date()],
+        'run',
+      );
+    } catch (error) {
+      if (violatedUniqueKey(error) === 'campaign_name_unique')
+        throw new CampaignNameTakenError(campaign.name);
+      throw databaseUnavailable('creating a campaign', error);
+    }
+    return { id, issuedCount: 0, ...campaign };
+  }
+
+  async findByNameWithCodes(
+    name: string,
+  ): Promise<{ campaign: Campaign; couponCodes: string[] } | undefined> {
+    // One transaction is one InnoDB snapshot: issued_count and the codes agree even mid-rush.
+    return this.inSnapshot('reading a campaign', async (em) => {
+      const [row] = await em.execute<CampaignRow[]>(`${SELECT_CAMPAIGN} where name = ?`, [name]);
+      if (!row) return undefined;
+      const codes = await em.execute<{ code: string }[]>(
+        'select code from coupon where campaign_id = ? order by id',
+        [row.id],
+      );
+      return { campaign: toCampaign(row), couponCodes: codes.map((c) => c.code) };
+    });
+  }
+
+  async loadGateState(campaignId: string): Promise<CampaignGateState | undefined> {
+    return this.inSnapshot('loading a campaign', async (em) => {
+      const [row] = await em.execute<CampaignRow[]>(`${SELECT_CAMPAIGN} where id = ?`, [campaignId]);
+      if (!row) return undefined;
+      const users = await em.execute<{ user_id: string }[]>(
+        'select user_id from coupon where campaign_id = ?',
+        [row.id],
+      );
+      return { campaign: toCampaign(row), userIds: users.map((u) => u.user_id) };
+    });
+  }
+
+  private async inSnapshot<T>(operation: string, read: (em: EntityManager) => Promise<T>): Promise<T> {
+    try {
+      return await this.db.em.fork().transactional((em) => read(em as EntityManager), { readOnly: true });
+    } catch (error) {
+      throw databaseUnavailable(operation, error);
+    }
+  }
+}

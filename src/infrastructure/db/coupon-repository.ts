@@ -1,0 +1,51 @@
+import type { QueryResult } from '@mikro-orm/core';
+import type { CouponRepository, CouponToPersist, PersistOutcome } from '../../application/ports.ts';
+import { databaseUnavailable, violatedUniqueKey } from './errors.ts';
+import type { Database } from './orm.ts';
+
+/** Ends the transaction with an outcome that is not an error, rolling back what it wrote. */
+class Refused extends Error {
+  readonly outcome: PersistOutcome;
+  constructor(outcome: PersistOutcome) {
+    super(outcome);
+    this.outcome = outcome;
+  }
+}
+
+export class MikroOrmCouponRepository implements CouponRepository {
+  private readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
+  }
+
+  async persist(coupon: CouponToPersist): Promise<PersistOutcome> {
+    try {
+      await this.db.em.fork().transactional(async (em) => {
+        // The guard makes MySQL enforce the cap by itself: affectedRows is 0 once the campaign is full.
+        const raised = await em.execute<QueryResult>(
+          'update campaign set issued_count = issued_count + 1 where id = ? and issued_count < amount',
+          [coupon.campaignId],
+          'run',
+        );
+        if (raised.affectedRows === 0) throw new Refused('campaign-full');
+        try {
+          await em.execute(
+            'insert into coupon (campaign_id, user_id, code, issued_at) values (?, ?, ?, ?)',
+            [coupon.campaignId, coupon.userId, coupon.code, coupon.issuedAt],
+            'run',
+          );
+        } catch (error) {
+          const key = violatedUniqueKey(error);
+          if (key === 'coupon_code_unique') throw new Refused('code-taken');
+          if (key === 'coupon_campaign_user_unique') throw new Refused('user-has-coupon');
+          throw error;
+        }
+      });
+      return 'persisted';
+    } catch (error) {
+      if (error instanceof Refused) return error.outcome;
+      throw databaseUnavailable('recording a coupon', error);
+    }
+  }
+}

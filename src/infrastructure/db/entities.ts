@@ -1,0 +1,38 @@
+import { defineEntity, p } from '@mikro-orm/core';
+
+/**
+ * The source of truth. `issued_count` is raised in the same transaction as each coupon insert,
+ * guarded so it can never pass `amount`: the database enforces the cap on its own, whatever the
+ * Redis gate believes.
+ */
+export const CampaignEntity = defineEntity({
+  name: 'Campaign',
+  tableName: 'campaign',
+  properties: {
+    id: p.string().length(36).primary(),
+    name: p.string().length(200).collation('utf8mb4_bin').unique('campaign_name_unique'),
+    amount: p.integer(),
+    issuedCount: p.integer().default(0),
+    issuedAt: p.datetime(3),
+    expiresAt: p.datetime(3),
+    createdAt: p.datetime(3),
+  },
+});
+
+/**
+ * One row per issued coupon. UNIQUE(campaign_id, user_id) makes a second coupon for one user
+ * impossible; the code is unique across every campaign and compared byte for byte.
+ */
+export const CouponEntity = defineEntity({
+  name: 'Coupon',
+  tableName: 'coupon',
+  properties: {
+    id: p.bigint('number').primary().autoincrement(),
+    campaign: () =>
+      p.manyToOne(CampaignEntity).fieldName('campaign_id').foreignKeyName('coupon_campaign_fk').index(false),
+    userId: p.string().length(128).collation('utf8mb4_bin'),
+    code: p.string().length(10).collation('utf8mb4_bin').unique('coupon_code_unique'),
+    issuedAt: p.datetime(3),
+  },
+  uniques: [{ name: 'coupon_campaign_user_unique', properties: ['campaign', 'userId'] }],
+});

@@ -1,0 +1,36 @@
+-- Claims one slot of a campaign for a user, atomically, on Redis' own clock.
+-- KEYS[1] window (hash opens_at, closes_at: epoch ms)   KEYS[2] remaining (integer)
+-- KEYS[3] users (set of users served)                    KEYS[4] pending (zset user -> claim ms)
+-- ARGV[1] user id
+-- Returns {status, value, remaining}; statuses: 0 claimed (value = claim ms), 1 not started
+-- (value = opens_at), 2 ended (value = closes_at), 3 duplicate, 4 sold out, 5 not loaded.
+-- Every check runs before any write, so a refused claim changes nothing.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+local window = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at')
+local remaining = redis.call('GET', KEYS[2])
+if not window[1] or not window[2] or not remaining then
+  return {5, now, -1}
+end
+
+local opens_at = tonumber(window[1])
+local closes_at = tonumber(window[2])
+if now < opens_at then
+  return {1, opens_at, -1}
+end
+if now >= closes_at then
+  return {2, closes_at, -1}
+end
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
+  return {3, now, -1}
+end
+if tonumber(remaining) <= 0 then
+  return {4, now, 0}
+end
+
+redis.call('SADD', KEYS[3], ARGV[1])
+local left = redis.call('DECR', KEYS[2])
+-- Pending until the coupon row is written; a claim whose process died is found and released here.
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+return {0, now, left}

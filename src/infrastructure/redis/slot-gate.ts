@@ -1,0 +1,183 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { Redis, Result } from 'ioredis';
+import {
+  type CampaignGateState,
+  type ClaimOutcome,
+  DependencyUnavailableError,
+  type SlotGate,
+} from '../../application/ports.ts';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    claimSlot(
+      window: string,
+      remaining: string,
+      users: string,
+      pending: string,
+      userId: string,
+    ): Result<number[], Context>;
+    releaseSlot(
+      window: string,
+      remaining: string,
+      users: string,
+      pending: string,
+      userId: string,
+    ): Result<number, Context>;
+    closeSlots(
+      window: string,
+      remaining: string,
+      users: string,
+      pending: string,
+      userId: string,
+    ): Result<number, Context>;
+    confirmSlot(pending: string, userId: string): Result<number, Context>;
+    publishCampaign(
+      window: string,
+      remaining: string,
+      users: string,
+      pending: string,
+      staged: string,
+      opensAt: number,
+      closesAt: number,
+      remainingCount: number,
+      expireAt: number,
+    ): Result<number, Context>;
+  }
+}
+
+const SCRIPTS = {
+  claimSlot: 4,
+  releaseSlot: 4,
+  closeSlots: 4,
+  confirmSlot: 1,
+  publishCampaign: 5,
+} as const;
+
+const CLAIM_STATUS = { claimed: 0, notStarted: 1, ended: 2, duplicate: 3, soldOut: 4, notLoaded: 5 } as const;
+
+/** Keys outlive the campaign by a day, so late callers still hear "ended" without a database read. */
+const KEEP_AFTER_CLOSE_MS = 24 * 60 * 60 * 1000;
+const STAGE_CHUNK = 5_000;
+
+/**
+ * The keys of one campaign. The `{campaignId}` hash tag puts them in one Redis Cluster slot, so
+ * each script touches keys of a single slot and runs unchanged on a cluster.
+ */
+export function campaignKeys(prefix: string, campaignId: string) {
+  const base = `${prefix}campaign:{${campaignId}}`;
+  return {
+    window: `${base}:window`,
+    remaining: `${base}:remaining`,
+    users: `${base}:users`,
+    pending: `${base}:pending`,
+  };
+}
+
+export interface RedisSlotGateOptions {
+  /** Prepended to every key, so several deployments (or test files) can share one Redis. */
+  readonly keyPrefix: string;
+}
+
+/** The slot gate on Redis: one Lua script per decision, each atomic, loaded once and called by SHA. */
+export class RedisSlotGate implements SlotGate {
+  private readonly redis: Redis;
+  private readonly keyPrefix: string;
+
+  constructor(redis: Redis, options: RedisSlotGateOptions) {
+    this.redis = redis;
+    this.keyPrefix = options.keyPrefix;
+    for (const [name, numberOfKeys] of Object.entries(SCRIPTS)) {
+      const file = `${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}.lua`;
+      redis.defineCommand(name, { numberOfKeys, lua: readFileSync(new URL(file, import.meta.url), 'utf8') });
+    }
+  }
+
+  keys(campaignId: string) {
+    return campaignKeys(this.keyPrefix, campaignId);
+  }
+
+  async now(): Promise<Date> {
+    const [seconds, micros] = await this.call('reading the clock', () => this.redis.time());
+    return new Date(Number(seconds) * 1000 + Math.floor(Number(micros) / 1000));
+  }
+
+  async claimSlot(campaignId: string, userId: string): Promise<ClaimOutcome> {
+    const k = this.keys(campaignId);
+    const [status, value, remaining] = await this.call('claiming a slot', () =>
+      this.redis.claimSlot(k.window, k.remaining, k.users, k.pending, userId),
+    );
+    switch (status) {
+      case CLAIM_STATUS.claimed:
+        return { status: 'claimed', claimedAt: new Date(Number(value)), remaining: Number(remaining) };
+      case CLAIM_STATUS.notStarted:
+        return { status: 'not-started', opensAt: new Date(Number(value)) };
+      case CLAIM_STATUS.ended:
+        return { status: 'ended', closedAt: new Date(Number(value)) };
+      case CLAIM_STATUS.duplicate:
+        return { status: 'duplicate' };
+      case CLAIM_STATUS.soldOut:
+        return { status: 'sold-out' };
+      default:
+        return { status: 'not-loaded' };
+    }
+  }
+
+  async confirmSlot(campaignId: string, userId: string): Promise<void> {
+    await this.call('confirming a claim', () =>
+      this.redis.confirmSlot(this.keys(campaignId).pending, userId),
+    );
+  }
+
+  async releaseSlot(campaignId: string, userId: string): Promise<boolean> {
+    const k = this.keys(campaignId);
+    const released = await this.call('releasing a slot', () =>
+      this.redis.releaseSlot(k.window, k.remaining, k.users, k.pending, userId),
+    );
+    return released === 1;
+  }
+
+  async closeSlots(campaignId: string, userId: string): Promise<void> {
+    const k = this.keys(campaignId);
+    await this.call('closing a campaign', () =>
+      this.redis.closeSlots(k.window, k.remaining, k.users, k.pending, userId),
+    );
+  }
+
+  async loadCampaign({ campaign, userIds }: CampaignGateState): Promise<void> {
+    const k = this.keys(campaign.id);
+    // A staging key of our own: concurrent loaders never mix their user lists.
+    const staged = `${k.users}:staged:${randomUUID()}`;
+    await this.call('loading a campaign', async () => {
+      for (let i = 0; i < userIds.length; i += STAGE_CHUNK) {
+        await this.redis
+          .multi()
+          .sadd(staged, ...userIds.slice(i, i + STAGE_CHUNK))
+          .pexpire(staged, 60_000)
+          .exec();
+      }
+      await this.redis.publishCampaign(
+        k.window,
+        k.remaining,
+        k.users,
+        k.pending,
+        staged,
+        campaign.issuedAt.getTime(),
+        campaign.expiresAt.getTime(),
+        campaign.amount - campaign.issuedCount,
+        campaign.expiresAt.getTime() + KEEP_AFTER_CLOSE_MS,
+      );
+    });
+  }
+
+  private async call<T>(operation: string, command: () => Promise<T>): Promise<T> {
+    try {
+      return await command();
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new DependencyUnavailableError('redis', `redis unavailable while ${operation}: ${reason}`, {
+        cause: error,
+      });
+    }
+  }
+}

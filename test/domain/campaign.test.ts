@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import {
+  CAMPAIGN_AMOUNT_MAX,
+  validateCampaignId,
+  validateNewCampaign,
+  validateUserId,
+} from '../../src/domain/campaign.ts';
+import { InvalidArgumentError } from '../../src/domain/errors.ts';
+
+const now = new Date('2026-11-25T00:00:00.000Z');
+const valid = {
+  name: 'black friday',
+  amount: 100n,
+  issuedAt: new Date('2026-11-25T01:00:00.000Z'),
+  expiresAt: new Date('2026-11-26T00:00:00.000Z'),
+};
+
+function rejection(run: () => unknown): InvalidArgumentError {
+  try {
+    run();
+  } catch (error) {
+    if (error instanceof InvalidArgumentError) return error;
+    throw error;
+  }
+  throw new Error('expected an InvalidArgumentError');
+}
+
+describe('a new campaign', () => {
+  it('accepts a valid request and keeps its values', () => {
+    expect(validateNewCampaign(valid, now)).toEqual({ ...valid, amount: 100 });
+  });
+
+  it('may open in the past (it is open at once)', () => {
+    const campaign = validateNewCampaign({ ...valid, issuedAt: new Date('2020-01-01T00:00:00Z') }, now);
+    expect(campaign.issuedAt.toISOString()).toBe('2020-01-01T00:00:00.000Z');
+  });
+
+  it.each([
+    ['an empty name', { name: '' }, 'name'],
+    ['a blank name', { name: '   ' }, 'name'],
+    ['a name over 200 characters', { name: '가'.repeat(201) }, 'name'],
+    ['a zero amount', { amount: 0n }, 'amount'],
+    ['a negative amount', { amount: -5n }, 'amount'],
+    ['an amount over the maximum', { amount: BigInt(CAMPAIGN_AMOUNT_MAX) + 1n }, 'amount'],
+    ['a missing issued_at', { issuedAt: undefined }, 'issued_at'],
+    ['a missing expires_at', { expiresAt: undefined }, 'expires_at'],
+    ['expires_at equal to issued_at', { expiresAt: valid.issuedAt }, 'expires_at'],
+    ['expires_at before issued_at', { expiresAt: new Date('2026-11-25T00:30:00Z') }, 'expires_at'],
+    [
+      'expires_at already past',
+      { issuedAt: new Date('2026-11-24T00:00:00Z'), expiresAt: new Date('2026-11-24T23:59:59.999Z') },
+      'expires_at',
+    ],
+    ['expires_at exactly now', { issuedAt: new Date('2026-11-24T00:00:00Z'), expiresAt: now }, 'expires_at'],
+  ])('rejects %s', (_label, change, field) => {
+    expect(rejection(() => validateNewCampaign({ ...valid, ...change }, now)).field).toBe(field);
+  });
+
+  it('accepts exactly 200 characters and the maximum amount', () => {
+    const campaign = validateNewCampaign(
+      { ...valid, name: '가'.repeat(200), amount: BigInt(CAMPAIGN_AMOUNT_MAX) },
+      now,
+    );
+    expect(campaign.amount).toBe(CAMPAIGN_AMOUNT_MAX);
+  });
+});
+
+describe('issue arguments', () => {
+  it('rejects an empty campaign id or user id, and a user id over 128 characters', () => {
+    expect(rejection(() => validateCampaignId('')).field).toBe('campaign_id');
+    expect(rejection(() => validateUserId('')).field).toBe('user_id');
+    expect(rejection(() => validateUserId('u'.repeat(129))).field).toBe('user_id');
+    expect(validateUserId('u'.repeat(128))).toHaveLength(128);
+  });
+});
