@@ -9,11 +9,15 @@ import { domainErrorInterceptor } from './api/errors.ts';
 import { createPolyglotServer } from './api/server.ts';
 import { CampaignService } from './application/campaign-service.ts';
 import { CouponIssuer } from './application/issue-coupon.ts';
+import type { CampaignRepository, CouponRepository } from './application/ports.ts';
+import { ClaimReconciler } from './application/reconcile-claims.ts';
 import type { Config } from './config.ts';
 import { CouponService } from './gen/coupon/v1/coupon_pb.js';
 import { MikroOrmCampaignRepository } from './infrastructure/db/campaign-repository.ts';
 import { MikroOrmCouponRepository } from './infrastructure/db/coupon-repository.ts';
 import { type Database, openDatabase } from './infrastructure/db/orm.ts';
+import { DependencyBreaker } from './infrastructure/dependency-breaker.ts';
+import { runPeriodically } from './infrastructure/periodic.ts';
 import { RedisSlotGate } from './infrastructure/redis/slot-gate.ts';
 
 /** GetCampaign of a 100,000-coupon campaign is ~3 MB; leave room for ten times that. */
@@ -30,9 +34,12 @@ export interface App {
 export interface Services {
   readonly campaigns: CampaignService;
   readonly issuer: CouponIssuer;
+  readonly reconciler: ClaimReconciler;
   readonly gate: RedisSlotGate;
+  readonly repositories: { readonly campaigns: CampaignRepository; readonly coupons: CouponRepository };
   readonly redis: Redis;
   readonly db: Database;
+  readonly breakers: { readonly redis: DependencyBreaker; readonly database: DependencyBreaker };
   close(): Promise<void>;
 }
 
@@ -64,19 +71,50 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
   });
   await redisReady;
 
-  const gate = new RedisSlotGate(redis, { keyPrefix: config.redisKeyPrefix });
-  const campaignRepository = new MikroOrmCampaignRepository(db);
+  const breakerOptions = { timeoutMs: config.dependencyTimeoutMs, resetMs: config.breakerResetMs };
+  const breakers = {
+    redis: new DependencyBreaker('redis', breakerOptions),
+    database: new DependencyBreaker('database', breakerOptions),
+  };
+  for (const breaker of Object.values(breakers)) {
+    breaker.on('open', () =>
+      logger.error({ dependency: breaker.dependency }, 'circuit open: failing calls fast'),
+    );
+    breaker.on('close', () =>
+      logger.info({ dependency: breaker.dependency }, 'circuit closed: dependency back'),
+    );
+  }
+
+  const gate = new RedisSlotGate(redis, { keyPrefix: config.redisKeyPrefix, breaker: breakers.redis });
+  const campaignRepository = new MikroOrmCampaignRepository(db, breakers.database);
+  const couponRepository = new MikroOrmCouponRepository(db, breakers.database);
+  const reconciler = new ClaimReconciler({
+    gate,
+    campaigns: campaignRepository,
+    coupons: couponRepository,
+    staleAfterMs: config.reconcileAfterMs,
+  });
+  const reconciling = runPeriodically(async () => {
+    try {
+      const report = await reconciler.reconcile();
+      if (report.confirmed + report.released > 0) logger.info(report, 'reconciled pending claims');
+    } catch (error) {
+      logger.warn({ err: error }, 'reconciling pending claims failed; will retry');
+    }
+  }, config.reconcileIntervalMs);
+
   return {
     campaigns: new CampaignService({ campaigns: campaignRepository, gate }),
-    issuer: new CouponIssuer({
-      gate,
-      campaigns: campaignRepository,
-      coupons: new MikroOrmCouponRepository(db),
-    }),
+    issuer: new CouponIssuer({ gate, campaigns: campaignRepository, coupons: couponRepository }),
+    reconciler,
     gate,
+    repositories: { campaigns: campaignRepository, coupons: couponRepository },
     redis,
     db,
+    breakers,
     async close() {
+      await reconciling.stop();
+      for (const breaker of Object.values(breakers)) breaker.shutdown();
       await Promise.allSettled([db.close(), redis.quit()]);
     },
   };

@@ -33,6 +33,12 @@ const schema = z.object({
   DB_POOL_SIZE: positiveInt.default(20),
   /** DEPENDENCY_TIMEOUT_MS: longest wait for Redis or the database before a call fails UNAVAILABLE. */
   DEPENDENCY_TIMEOUT_MS: positiveInt.default(3_000),
+  /** BREAKER_RESET_MS: after repeated failures a dependency is left alone this long before a trial call. */
+  BREAKER_RESET_MS: positiveInt.default(2_000),
+  /** RECONCILE_AFTER_MS: a claim still pending after this long is settled from the database. */
+  RECONCILE_AFTER_MS: positiveInt.default(30_000),
+  /** RECONCILE_INTERVAL_MS: how often each instance looks for such claims. */
+  RECONCILE_INTERVAL_MS: positiveInt.default(5_000),
   /** SHUTDOWN_GRACE_MS: how long SIGTERM waits for in-flight calls before closing connections. */
   SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
   /** LOG_LEVEL: pino level (fatal, error, warn, info, debug, trace, silent). */
@@ -48,6 +54,9 @@ export interface Config {
   readonly corsOrigins: readonly string[];
   readonly dbPoolSize: number;
   readonly dependencyTimeoutMs: number;
+  readonly breakerResetMs: number;
+  readonly reconcileAfterMs: number;
+  readonly reconcileIntervalMs: number;
   readonly shutdownGraceMs: number;
   readonly logLevel: string;
 }
@@ -68,6 +77,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     );
   }
   const c = parsed.data;
+  if (c.RECONCILE_AFTER_MS <= 2 * c.DEPENDENCY_TIMEOUT_MS) {
+    // A claim must never be judged while its own database write may still be running.
+    throw new ConfigError(
+      `invalid configuration: RECONCILE_AFTER_MS: must be more than twice DEPENDENCY_TIMEOUT_MS (${c.DEPENDENCY_TIMEOUT_MS}), got ${c.RECONCILE_AFTER_MS}`,
+    );
+  }
   return {
     port: c.PORT,
     host: c.HOST,
@@ -77,6 +92,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     corsOrigins: c.CORS_ORIGINS,
     dbPoolSize: c.DB_POOL_SIZE,
     dependencyTimeoutMs: c.DEPENDENCY_TIMEOUT_MS,
+    breakerResetMs: c.BREAKER_RESET_MS,
+    reconcileAfterMs: c.RECONCILE_AFTER_MS,
+    reconcileIntervalMs: c.RECONCILE_INTERVAL_MS,
     shutdownGraceMs: c.SHUTDOWN_GRACE_MS,
     logLevel: c.LOG_LEVEL,
   };

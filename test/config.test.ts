@@ -32,4 +32,13 @@ describe('configuration', () => {
       new RegExp(`^invalid configuration: ${variable}: [^\\n]+$`),
     );
   });
+
+  it('refuses a reconcile threshold that could judge a write still in flight', () => {
+    expect(() => loadConfig({ DEPENDENCY_TIMEOUT_MS: '3000', RECONCILE_AFTER_MS: '5000' })).toThrow(
+      /^invalid configuration: RECONCILE_AFTER_MS: /,
+    );
+    expect(loadConfig({ DEPENDENCY_TIMEOUT_MS: '1000', RECONCILE_AFTER_MS: '2500' }).reconcileAfterMs).toBe(
+      2500,
+    );
+  });
 });

@@ -44,6 +44,10 @@ export class CouponIssuer {
   async issueCoupon(campaignId: string, userId: string): Promise<IssuedCoupon> {
     validateCampaignId(campaignId);
     validateUserId(userId);
+    if (!this.coupons.isAvailable()) {
+      // The slot would only be given back: refuse before touching the gate.
+      throw new DependencyUnavailableError('database', 'the database is unavailable; retry shortly');
+    }
 
     let claim = await this.gate.claimSlot(campaignId, userId);
     if (claim.status === 'not-loaded') {
@@ -82,7 +86,11 @@ export class CouponIssuer {
       try {
         outcome = await this.coupons.persist(coupon);
       } catch (error) {
-        await this.releaseQuietly(campaignId, userId);
+        // A write that timed out may still commit: leave its claim pending for the reconciler,
+        // which settles it from the database. A write that failed is compensated now.
+        if (!(error instanceof DependencyUnavailableError && error.outcomeUnknown)) {
+          await this.releaseQuietly(claim);
+        }
         throw error;
       }
       switch (outcome) {
@@ -102,7 +110,7 @@ export class CouponIssuer {
           throw new SoldOutError(campaignId);
       }
     }
-    await this.releaseQuietly(campaignId, userId);
+    await this.releaseQuietly(claim);
     throw new DependencyUnavailableError(
       'database',
       `could not find a free coupon code in ${MAX_CODE_ATTEMPTS} attempts; try again`,
@@ -110,8 +118,10 @@ export class CouponIssuer {
   }
 
   /** A release that fails leaves the claim pending; the reconciler gives the slot back later. */
-  private async releaseQuietly(campaignId: string, userId: string) {
-    await this.gate.releaseSlot(campaignId, userId).catch(() => undefined);
+  private async releaseQuietly(claim: Omit<CouponToPersist, 'code'>) {
+    await this.gate
+      .releaseSlot(claim.campaignId, claim.userId, claim.issuedAt.getTime())
+      .catch(() => undefined);
   }
 
   /** Concurrent first claims of one campaign share a single database read. */

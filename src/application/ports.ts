@@ -8,13 +8,30 @@ import type { Campaign, NewCampaign } from '../domain/campaign.ts';
 /** A store or cache could not be reached in time. The caller may retry later. */
 export class DependencyUnavailableError extends Error {
   readonly dependency: 'redis' | 'database';
-  constructor(dependency: 'redis' | 'database', message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  /**
+   * The call timed out rather than failed: it may still complete. A write with an unknown
+   * outcome must not be compensated blindly; the claim reconciler settles it from the database.
+   */
+  readonly outcomeUnknown: boolean;
+  constructor(
+    dependency: 'redis' | 'database',
+    message: string,
+    options?: { cause?: unknown; outcomeUnknown?: boolean },
+  ) {
+    super(message, { cause: options?.cause });
     this.dependency = dependency;
+    this.outcomeUnknown = options?.outcomeUnknown ?? false;
   }
 }
 
 /** What the slot gate decided for one claim, judged atomically on the gate's own clock. */
+/** A claim the gate still holds as pending: its coupon row was not confirmed yet. */
+export interface PendingClaim {
+  readonly userId: string;
+  /** The claim time on the gate's clock, which also identifies this claim of this user. */
+  readonly claimedAtMs: number;
+}
+
 export type ClaimOutcome =
   | { readonly status: 'claimed'; readonly claimedAt: Date; readonly remaining: number }
   | { readonly status: 'not-started'; readonly opensAt: Date }
@@ -40,8 +57,13 @@ export interface SlotGate {
   claimSlot(campaignId: string, userId: string): Promise<ClaimOutcome>;
   /** The coupon is recorded: the claim is final. */
   confirmSlot(campaignId: string, userId: string): Promise<void>;
-  /** The coupon could not be recorded: give the slot back and free the user. Idempotent. */
-  releaseSlot(campaignId: string, userId: string): Promise<boolean>;
+  /**
+   * The coupon could not be recorded: give the slot back and free the user. Idempotent: only a
+   * pending claim is released, and with `claimedAtMs` only that very claim.
+   */
+  releaseSlot(campaignId: string, userId: string, claimedAtMs?: number): Promise<boolean>;
+  /** Claims still pending that were made before `before` (gate clock), at most `limit`. */
+  listPendingClaims(campaignId: string, before: Date, limit: number): Promise<PendingClaim[]>;
   /** The database refused the claim because the campaign is full: no slot is left anywhere. */
   closeSlots(campaignId: string, userId: string): Promise<void>;
   /** Loads a campaign from the database; a no-op when it is already loaded. */
@@ -54,6 +76,8 @@ export interface CampaignRepository {
   /** The campaign and every code issued so far (in issue order), read from one snapshot. */
   findByNameWithCodes(name: string): Promise<{ campaign: Campaign; couponCodes: string[] } | undefined>;
   loadGateState(campaignId: string): Promise<CampaignGateState | undefined>;
+  /** Ids of campaigns that close after `closingAfter`: the ones whose gate state may still hold claims. */
+  listCampaignIdsClosingAfter(closingAfter: Date): Promise<string[]>;
 }
 
 export interface CouponToPersist {
@@ -75,4 +99,8 @@ export type PersistOutcome =
 export interface CouponRepository {
   /** Records the coupon and raises the campaign's issued count in one transaction. */
   persist(coupon: CouponToPersist): Promise<PersistOutcome>;
+  /** Which of these users hold a coupon of the campaign. */
+  findHolders(campaignId: string, userIds: readonly string[]): Promise<Set<string>>;
+  /** False while the database is known to be down: claiming a slot now would only be given back. */
+  isAvailable(): boolean;
 }

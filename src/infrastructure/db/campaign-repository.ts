@@ -3,7 +3,8 @@ import { v7 as uuidv7 } from 'uuid';
 import type { CampaignGateState, CampaignRepository } from '../../application/ports.ts';
 import type { Campaign, NewCampaign } from '../../domain/campaign.ts';
 import { CampaignNameTakenError } from '../../domain/errors.ts';
-import { databaseUnavailable, utcDate, violatedUniqueKey } from './errors.ts';
+import type { DependencyBreaker } from '../dependency-breaker.ts';
+import { guarded, utcDate, violatedUniqueKey } from './errors.ts';
 import type { Database } from './orm.ts';
 
 interface CampaignRow {
@@ -30,27 +31,31 @@ function toCampaign(row: CampaignRow): Campaign {
 
 export class MikroOrmCampaignRepository implements CampaignRepository {
   private readonly db: Database;
+  private readonly breaker: DependencyBreaker | undefined;
 
-  constructor(db: Database) {
+  constructor(db: Database, breaker?: DependencyBreaker) {
     this.db = db;
+    this.breaker = breaker;
   }
 
   async create(campaign: NewCampaign): Promise<Campaign> {
     // UUIDv7 ids are unguessable enough for a public id and sort by creation, which keeps the
     // primary key index append-only.
     const id = uuidv7();
-    try {
-      await this.db.em.fork().execute(
-        `insert into campaign (id, name, amount, issued_count, issued_at, expires_at, created_at)
-         values (?, ?, ?, 0, ?, ?, ?)`,
-        [id, campaign.name, campaign.amount, campaign.issuedAt, campaign.expiresAt, new Date()],
-        'run',
-      );
-    } catch (error) {
-      if (violatedUniqueKey(error) === 'campaign_name_unique')
-        throw new CampaignNameTakenError(campaign.name);
-      throw databaseUnavailable('creating a campaign', error);
-    }
+    await guarded(this.breaker, 'creating a campaign', async () => {
+      try {
+        await this.db.em.fork().execute(
+          `insert into campaign (id, name, amount, issued_count, issued_at, expires_at, created_at)
+           values (?, ?, ?, 0, ?, ?, ?)`,
+          [id, campaign.name, campaign.amount, campaign.issuedAt, campaign.expiresAt, new Date()],
+          'run',
+        );
+      } catch (error) {
+        if (violatedUniqueKey(error) === 'campaign_name_unique')
+          throw new CampaignNameTakenError(campaign.name);
+        throw error;
+      }
+    });
     return { id, issuedCount: 0, ...campaign };
   }
 
@@ -81,11 +86,18 @@ export class MikroOrmCampaignRepository implements CampaignRepository {
     });
   }
 
-  private async inSnapshot<T>(operation: string, read: (em: EntityManager) => Promise<T>): Promise<T> {
-    try {
-      return await this.db.em.fork().transactional((em) => read(em as EntityManager), { readOnly: true });
-    } catch (error) {
-      throw databaseUnavailable(operation, error);
-    }
+  async listCampaignIdsClosingAfter(closingAfter: Date): Promise<string[]> {
+    return guarded(this.breaker, 'listing campaigns', async () => {
+      const rows = await this.db.em
+        .fork()
+        .execute<{ id: string }[]>('select id from campaign where expires_at > ?', [closingAfter]);
+      return rows.map((row) => row.id);
+    });
+  }
+
+  private inSnapshot<T>(operation: string, read: (em: EntityManager) => Promise<T>): Promise<T> {
+    return guarded(this.breaker, operation, () =>
+      this.db.em.fork().transactional((em) => read(em as EntityManager), { readOnly: true }),
+    );
   }
 }

@@ -1,6 +1,7 @@
 import type { QueryResult } from '@mikro-orm/core';
 import type { CouponRepository, CouponToPersist, PersistOutcome } from '../../application/ports.ts';
-import { databaseUnavailable, violatedUniqueKey } from './errors.ts';
+import type { DependencyBreaker } from '../dependency-breaker.ts';
+import { guarded, violatedUniqueKey } from './errors.ts';
 import type { Database } from './orm.ts';
 
 /** Ends the transaction with an outcome that is not an error, rolling back what it wrote. */
@@ -14,12 +15,35 @@ class Refused extends Error {
 
 export class MikroOrmCouponRepository implements CouponRepository {
   private readonly db: Database;
+  private readonly breaker: DependencyBreaker | undefined;
 
-  constructor(db: Database) {
+  constructor(db: Database, breaker?: DependencyBreaker) {
     this.db = db;
+    this.breaker = breaker;
   }
 
-  async persist(coupon: CouponToPersist): Promise<PersistOutcome> {
+  isAvailable(): boolean {
+    return this.breaker?.isClosed ?? true;
+  }
+
+  async findHolders(campaignId: string, userIds: readonly string[]): Promise<Set<string>> {
+    if (userIds.length === 0) return new Set();
+    return guarded(this.breaker, 'finding coupon holders', async () => {
+      const rows = await this.db.em
+        .fork()
+        .execute<{ user_id: string }[]>(
+          `select user_id from coupon where campaign_id = ? and user_id in (${userIds.map(() => '?').join(', ')})`,
+          [campaignId, ...userIds],
+        );
+      return new Set(rows.map((row) => row.user_id));
+    });
+  }
+
+  persist(coupon: CouponToPersist): Promise<PersistOutcome> {
+    return guarded(this.breaker, 'recording a coupon', () => this.persistInTransaction(coupon));
+  }
+
+  private async persistInTransaction(coupon: CouponToPersist): Promise<PersistOutcome> {
     try {
       await this.db.em.fork().transactional(async (em) => {
         // The guard makes MySQL enforce the cap by itself: affectedRows is 0 once the campaign is full.
@@ -45,7 +69,7 @@ export class MikroOrmCouponRepository implements CouponRepository {
       return 'persisted';
     } catch (error) {
       if (error instanceof Refused) return error.outcome;
-      throw databaseUnavailable('recording a coupon', error);
+      throw error;
     }
   }
 }

@@ -14,7 +14,7 @@ export const CampaignEntity = defineEntity({
     amount: p.integer(),
     issuedCount: p.integer().default(0),
     issuedAt: p.datetime(3),
-    expiresAt: p.datetime(3),
+    expiresAt: p.datetime(3).index('campaign_expires_at_index'),
     createdAt: p.datetime(3),
   },
 });

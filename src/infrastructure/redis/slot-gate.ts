@@ -5,8 +5,10 @@ import {
   type CampaignGateState,
   type ClaimOutcome,
   DependencyUnavailableError,
+  type PendingClaim,
   type SlotGate,
 } from '../../application/ports.ts';
+import type { DependencyBreaker } from '../dependency-breaker.ts';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -23,6 +25,7 @@ declare module 'ioredis' {
       users: string,
       pending: string,
       userId: string,
+      claimedAtMs: string,
     ): Result<number, Context>;
     closeSlots(
       window: string,
@@ -77,16 +80,20 @@ export function campaignKeys(prefix: string, campaignId: string) {
 export interface RedisSlotGateOptions {
   /** Prepended to every key, so several deployments (or test files) can share one Redis. */
   readonly keyPrefix: string;
+  /** Fails calls at once while Redis is known to be down. */
+  readonly breaker?: DependencyBreaker;
 }
 
 /** The slot gate on Redis: one Lua script per decision, each atomic, loaded once and called by SHA. */
 export class RedisSlotGate implements SlotGate {
   private readonly redis: Redis;
   private readonly keyPrefix: string;
+  private readonly breaker: DependencyBreaker | undefined;
 
   constructor(redis: Redis, options: RedisSlotGateOptions) {
     this.redis = redis;
     this.keyPrefix = options.keyPrefix;
+    this.breaker = options.breaker;
     for (const [name, numberOfKeys] of Object.entries(SCRIPTS)) {
       const file = `${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}.lua`;
       redis.defineCommand(name, { numberOfKeys, lua: readFileSync(new URL(file, import.meta.url), 'utf8') });
@@ -129,12 +136,45 @@ export class RedisSlotGate implements SlotGate {
     );
   }
 
-  async releaseSlot(campaignId: string, userId: string): Promise<boolean> {
+  async releaseSlot(campaignId: string, userId: string, claimedAtMs?: number): Promise<boolean> {
     const k = this.keys(campaignId);
     const released = await this.call('releasing a slot', () =>
-      this.redis.releaseSlot(k.window, k.remaining, k.users, k.pending, userId),
+      this.redis.releaseSlot(
+        k.window,
+        k.remaining,
+        k.users,
+        k.pending,
+        userId,
+        claimedAtMs?.toString() ?? '',
+      ),
     );
     return released === 1;
+  }
+
+  async listPendingClaims(campaignId: string, before: Date, limit: number): Promise<PendingClaim[]> {
+    const flat: unknown = await this.call('listing pending claims', () =>
+      this.redis.zrangebyscore(
+        this.keys(campaignId).pending,
+        '-inf',
+        `(${before.getTime()}`,
+        'WITHSCORES',
+        'LIMIT',
+        0,
+        limit,
+      ),
+    );
+    // RESP3 answers [member, score] pairs, RESP2 one flat list; accept both.
+    const items = flat as unknown[];
+    const claims: PendingClaim[] = [];
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i];
+      if (Array.isArray(item)) {
+        claims.push({ userId: String(item[0]), claimedAtMs: Number(item[1]) });
+      } else {
+        claims.push({ userId: String(item), claimedAtMs: Number(items[++i]) });
+      }
+    }
+    return claims;
   }
 
   async closeSlots(campaignId: string, userId: string): Promise<void> {
@@ -171,6 +211,7 @@ export class RedisSlotGate implements SlotGate {
   }
 
   private async call<T>(operation: string, command: () => Promise<T>): Promise<T> {
+    if (this.breaker) return this.breaker.run(operation, command);
     try {
       return await command();
     } catch (error) {

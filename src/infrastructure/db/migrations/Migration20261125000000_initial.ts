@@ -12,7 +12,8 @@ export class Migration20261125000000_initial extends Migration {
       \`expires_at\` datetime(3) not null,
       \`created_at\` datetime(3) not null,
       primary key (\`id\`),
-      unique key \`campaign_name_unique\` (\`name\`)
+      unique key \`campaign_name_unique\` (\`name\`),
+      key \`campaign_expires_at_index\` (\`expires_at\`)
     ) default character set utf8mb4 engine = InnoDB`);
     this.addSql(`create table \`coupon\` (
       \`id\` bigint unsigned not null auto_increment,

@@ -1,0 +1,79 @@
+import type { CampaignRepository, CouponRepository, SlotGate } from './ports.ts';
+
+/** Gate keys outlive a campaign by a day; claims of campaigns closed longer ago are gone with them. */
+const CAMPAIGN_KEYS_KEPT_MS = 24 * 60 * 60 * 1000;
+const CLAIMS_PER_ROUND = 500;
+
+export interface ReconcileReport {
+  /** Pending claims whose coupon row exists: the claim is final. */
+  readonly confirmed: number;
+  /** Pending claims without a coupon row: the slot went back and the user is free again. */
+  readonly released: number;
+}
+
+/**
+ * Settles claims a request never settled itself: its process died between the Redis claim and the
+ * database write, or the write timed out with an unknown outcome. A claim older than `staleAfterMs`
+ * is judged by the database alone: row present -> confirm, row absent -> release.
+ *
+ * Every instance runs this; it is safe concurrently because confirming is idempotent and a release
+ * names the exact claim (user and claim time), so at most one reconciler gives a slot back and a
+ * user's newer claim is never touched. `staleAfterMs` must exceed the longest a write can take
+ * (the dependency timeout), so no live write is judged while still in flight.
+ */
+export class ClaimReconciler {
+  private readonly gate: SlotGate;
+  private readonly campaigns: CampaignRepository;
+  private readonly coupons: CouponRepository;
+  private readonly staleAfterMs: number;
+
+  constructor(deps: {
+    gate: SlotGate;
+    campaigns: CampaignRepository;
+    coupons: CouponRepository;
+    staleAfterMs: number;
+  }) {
+    this.gate = deps.gate;
+    this.campaigns = deps.campaigns;
+    this.coupons = deps.coupons;
+    this.staleAfterMs = deps.staleAfterMs;
+  }
+
+  async reconcile(): Promise<ReconcileReport> {
+    const now = (await this.gate.now()).getTime();
+    const campaignIds = await this.campaigns.listCampaignIdsClosingAfter(
+      new Date(now - CAMPAIGN_KEYS_KEPT_MS),
+    );
+    let confirmed = 0;
+    let released = 0;
+    for (const campaignId of campaignIds) {
+      const report = await this.reconcileCampaign(campaignId, new Date(now - this.staleAfterMs));
+      confirmed += report.confirmed;
+      released += report.released;
+    }
+    return { confirmed, released };
+  }
+
+  async reconcileCampaign(campaignId: string, claimedBefore: Date): Promise<ReconcileReport> {
+    let confirmed = 0;
+    let released = 0;
+    for (;;) {
+      const stale = await this.gate.listPendingClaims(campaignId, claimedBefore, CLAIMS_PER_ROUND);
+      if (stale.length === 0) break;
+      const holders = await this.coupons.findHolders(
+        campaignId,
+        stale.map((claim) => claim.userId),
+      );
+      for (const claim of stale) {
+        if (holders.has(claim.userId)) {
+          await this.gate.confirmSlot(campaignId, claim.userId);
+          confirmed++;
+        } else if (await this.gate.releaseSlot(campaignId, claim.userId, claim.claimedAtMs)) {
+          released++;
+        }
+      }
+      if (stale.length < CLAIMS_PER_ROUND) break;
+    }
+    return { confirmed, released };
+  }
+}

@@ -1,0 +1,83 @@
+import CircuitBreaker from 'opossum';
+import { DependencyUnavailableError } from '../application/ports.ts';
+import { DomainError } from '../domain/errors.ts';
+
+export interface DependencyBreakerOptions {
+  /** A call still running after this long fails; its outcome is unknown (it may still complete). */
+  readonly timeoutMs: number;
+  /** How long the circuit stays open before one trial call may pass. */
+  readonly resetMs: number;
+}
+
+type Action = () => Promise<unknown>;
+
+/**
+ * A circuit breaker (opossum) in front of one dependency. When most recent calls failed, it opens
+ * and fails calls at once instead of piling more onto a dead Redis or database; after `resetMs`
+ * one trial call passes, and the first success closes it again, with no restart.
+ */
+export class DependencyBreaker {
+  readonly dependency: 'redis' | 'database';
+  private readonly breaker: CircuitBreaker<[Action], unknown>;
+
+  constructor(dependency: 'redis' | 'database', options: DependencyBreakerOptions) {
+    this.dependency = dependency;
+    this.breaker = new CircuitBreaker((action: Action) => action(), {
+      timeout: options.timeoutMs,
+      resetTimeout: options.resetMs,
+      errorThresholdPercentage: 50,
+      volumeThreshold: 5,
+      rollingCountTimeout: 10_000,
+      // A business refusal (name taken, ...) is the dependency working, not failing.
+      errorFilter: (error: unknown) => error instanceof DomainError,
+    });
+  }
+
+  /** False while the circuit is open: calls would fail at once. */
+  get isClosed(): boolean {
+    return !this.breaker.opened;
+  }
+
+  get state(): 'closed' | 'open' | 'half-open' {
+    if (this.breaker.halfOpen) return 'half-open';
+    return this.breaker.opened ? 'open' : 'closed';
+  }
+
+  on(event: 'open' | 'close', listener: () => void): void {
+    if (event === 'open') this.breaker.on('open', listener);
+    else this.breaker.on('close', listener);
+  }
+
+  async run<T>(operation: string, action: () => Promise<T>): Promise<T> {
+    try {
+      return (await this.breaker.fire(action)) as T;
+    } catch (error) {
+      throw this.explain(operation, error);
+    }
+  }
+
+  shutdown(): void {
+    this.breaker.shutdown();
+  }
+
+  private explain(operation: string, error: unknown): unknown {
+    if (error instanceof DomainError || error instanceof DependencyUnavailableError) return error;
+    const code = (error as { code?: unknown } | undefined)?.code;
+    if (code === 'EOPENBREAKER') {
+      return new DependencyUnavailableError(
+        this.dependency,
+        `${this.dependency} is unavailable (circuit open after repeated failures) while ${operation}; retry shortly`,
+        { cause: error },
+      );
+    }
+    const reason = error instanceof Error ? error.message : String(error);
+    return new DependencyUnavailableError(
+      this.dependency,
+      `${this.dependency} unavailable while ${operation}: ${reason}`,
+      {
+        cause: error,
+        outcomeUnknown: code === 'ETIMEDOUT',
+      },
+    );
+  }
+}
