@@ -7,6 +7,32 @@ type RequestHandler = (
   response: http.ServerResponse | http2.Http2ServerResponse,
 ) => void;
 
+/** The largest stream id: a GOAWAY naming it announces shutdown without refusing any stream yet. */
+const ANY_STREAM = 2 ** 31 - 1;
+const GOAWAY_ROUND_TRIP_LIMIT_MS = 1_000;
+
+/**
+ * The two-step HTTP/2 shutdown: a first GOAWAY tells the client to open no new streams here, a
+ * PING round trip proves it heard that, and only then the final GOAWAY. Closing at once would
+ * refuse (REFUSED_STREAM) the streams the client had already sent.
+ */
+async function closeSessionGracefully(session: http2.ServerHttp2Session): Promise<void> {
+  if (session.closed || session.destroyed) return;
+  session.goaway(http2.constants.NGHTTP2_NO_ERROR, ANY_STREAM);
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, GOAWAY_ROUND_TRIP_LIMIT_MS);
+    const sent = session.ping(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    if (!sent) {
+      clearTimeout(timer);
+      resolve();
+    }
+  });
+  if (!session.closed && !session.destroyed) session.close();
+}
+
 /** Every HTTP/2 connection opens with this preface; no HTTP/1.1 request line starts with "PRI ". */
 const HTTP2_PREFACE_START = Buffer.from('PRI ');
 
@@ -76,7 +102,7 @@ export function createPolyglotServer(handler: RequestHandler): PolyglotServer {
     async close(graceMs) {
       draining = true;
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
-      for (const session of sessions) session.close();
+      await Promise.all([...sessions].map(closeSessionGracefully));
       const deadline = Date.now() + graceMs;
       while (sockets.size > 0 && Date.now() < deadline) {
         http1.closeIdleConnections();

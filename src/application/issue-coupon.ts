@@ -46,7 +46,10 @@ export class CouponIssuer {
     validateUserId(userId);
     if (!this.coupons.isAvailable()) {
       // The slot would only be given back: refuse before touching the gate.
-      throw new DependencyUnavailableError('database', 'the database is unavailable; retry shortly');
+      throw new DependencyUnavailableError(
+        'database',
+        'the database is unavailable (circuit open after repeated failures); retry shortly',
+      );
     }
 
     let claim = await this.gate.claimSlot(campaignId, userId);

@@ -62,6 +62,10 @@ export interface SlotGate {
    * pending claim is released, and with `claimedAtMs` only that very claim.
    */
   releaseSlot(campaignId: string, userId: string, claimedAtMs?: number): Promise<boolean>;
+  /** Slots left and users marked served (holders and pending claimers); undefined when not loaded. */
+  countSlots(campaignId: string): Promise<{ remaining: number; users: number } | undefined>;
+  /** Marks users that hold a coupon but are unknown to the gate as served; returns how many were missing. */
+  adoptHolders(campaignId: string, userIds: readonly string[]): Promise<number>;
   /** Claims still pending that were made before `before` (gate clock), at most `limit`. */
   listPendingClaims(campaignId: string, before: Date, limit: number): Promise<PendingClaim[]>;
   /** The database refused the claim because the campaign is full: no slot is left anywhere. */
@@ -76,8 +80,8 @@ export interface CampaignRepository {
   /** The campaign and every code issued so far (in issue order), read from one snapshot. */
   findByNameWithCodes(name: string): Promise<{ campaign: Campaign; couponCodes: string[] } | undefined>;
   loadGateState(campaignId: string): Promise<CampaignGateState | undefined>;
-  /** Ids of campaigns that close after `closingAfter`: the ones whose gate state may still hold claims. */
-  listCampaignIdsClosingAfter(closingAfter: Date): Promise<string[]>;
+  /** Campaigns that close after `closingAfter`: the ones whose gate state may still hold claims. */
+  listCampaignsClosingAfter(closingAfter: Date): Promise<Campaign[]>;
 }
 
 export interface CouponToPersist {

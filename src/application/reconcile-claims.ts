@@ -1,3 +1,4 @@
+import type { Campaign } from '../domain/campaign.ts';
 import type { CampaignRepository, CouponRepository, SlotGate } from './ports.ts';
 
 /** Gate keys outlive a campaign by a day; claims of campaigns closed longer ago are gone with them. */
@@ -5,6 +6,8 @@ const CAMPAIGN_KEYS_KEPT_MS = 24 * 60 * 60 * 1000;
 const CLAIMS_PER_ROUND = 500;
 
 export interface ReconcileReport {
+  /** Coupon holders the gate had lost (rebuilt from a read that missed their write), added back. */
+  readonly adopted: number;
   /** Pending claims whose coupon row exists: the claim is final. */
   readonly confirmed: number;
   /** Pending claims without a coupon row: the slot went back and the user is free again. */
@@ -41,20 +44,36 @@ export class ClaimReconciler {
 
   async reconcile(): Promise<ReconcileReport> {
     const now = (await this.gate.now()).getTime();
-    const campaignIds = await this.campaigns.listCampaignIdsClosingAfter(
-      new Date(now - CAMPAIGN_KEYS_KEPT_MS),
-    );
-    let confirmed = 0;
-    let released = 0;
-    for (const campaignId of campaignIds) {
-      const report = await this.reconcileCampaign(campaignId, new Date(now - this.staleAfterMs));
-      confirmed += report.confirmed;
-      released += report.released;
+    const campaigns = await this.campaigns.listCampaignsClosingAfter(new Date(now - CAMPAIGN_KEYS_KEPT_MS));
+    const total = { adopted: 0, confirmed: 0, released: 0 };
+    for (const campaign of campaigns) {
+      const settled = await this.reconcileCampaign(campaign.id, new Date(now - this.staleAfterMs));
+      total.confirmed += settled.confirmed;
+      total.released += settled.released;
+      total.adopted += await this.adoptLostHolders(campaign);
     }
-    return { confirmed, released };
+    return total;
   }
 
-  async reconcileCampaign(campaignId: string, claimedBefore: Date): Promise<ReconcileReport> {
+  /**
+   * Every coupon row was a claim first, so MySQL can never hold more coupons than the gate has
+   * handed out (amount - remaining) or has users marked served. When it does, the gate was rebuilt
+   * from a read that missed writes still in flight: add those holders back, so they hear "already
+   * issued" rather than "sold out" and their slots count as taken.
+   */
+  async adoptLostHolders(campaign: Campaign): Promise<number> {
+    const counts = await this.gate.countSlots(campaign.id);
+    if (!counts) return 0;
+    const handedOut = campaign.amount - counts.remaining;
+    if (campaign.issuedCount <= handedOut && campaign.issuedCount <= counts.users) return 0;
+    const state = await this.campaigns.loadGateState(campaign.id);
+    return state ? this.gate.adoptHolders(campaign.id, state.userIds) : 0;
+  }
+
+  async reconcileCampaign(
+    campaignId: string,
+    claimedBefore: Date,
+  ): Promise<Omit<ReconcileReport, 'adopted'>> {
     let confirmed = 0;
     let released = 0;
     for (;;) {

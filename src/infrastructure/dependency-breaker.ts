@@ -27,7 +27,10 @@ export class DependencyBreaker {
       resetTimeout: options.resetMs,
       errorThresholdPercentage: 50,
       volumeThreshold: 5,
-      rollingCountTimeout: 10_000,
+      // Judge by the last second only: a dependency that just died must not hide behind
+      // thousands of successes from before.
+      rollingCountTimeout: 1_000,
+      rollingCountBuckets: 10,
       // A business refusal (name taken, ...) is the dependency working, not failing.
       errorFilter: (error: unknown) => error instanceof DomainError,
     });

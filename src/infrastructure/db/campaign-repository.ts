@@ -86,12 +86,12 @@ export class MikroOrmCampaignRepository implements CampaignRepository {
     });
   }
 
-  async listCampaignIdsClosingAfter(closingAfter: Date): Promise<string[]> {
+  async listCampaignsClosingAfter(closingAfter: Date): Promise<Campaign[]> {
     return guarded(this.breaker, 'listing campaigns', async () => {
       const rows = await this.db.em
         .fork()
-        .execute<{ id: string }[]>('select id from campaign where expires_at > ?', [closingAfter]);
-      return rows.map((row) => row.id);
+        .execute<CampaignRow[]>(`${SELECT_CAMPAIGN} where expires_at > ?`, [closingAfter]);
+      return rows.map(toCampaign);
     });
   }
 

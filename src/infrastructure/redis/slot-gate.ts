@@ -35,6 +35,7 @@ declare module 'ioredis' {
       userId: string,
     ): Result<number, Context>;
     confirmSlot(pending: string, userId: string): Result<number, Context>;
+    adoptHolders(remaining: string, users: string, ...userIds: string[]): Result<number, Context>;
     publishCampaign(
       window: string,
       remaining: string,
@@ -54,6 +55,7 @@ const SCRIPTS = {
   releaseSlot: 4,
   closeSlots: 4,
   confirmSlot: 1,
+  adoptHolders: 2,
   publishCampaign: 5,
 } as const;
 
@@ -149,6 +151,26 @@ export class RedisSlotGate implements SlotGate {
       ),
     );
     return released === 1;
+  }
+
+  async countSlots(campaignId: string): Promise<{ remaining: number; users: number } | undefined> {
+    const k = this.keys(campaignId);
+    const [remaining, users] = await this.call('counting slots', () =>
+      Promise.all([this.redis.get(k.remaining), this.redis.scard(k.users)]),
+    );
+    return remaining === null ? undefined : { remaining: Number(remaining), users };
+  }
+
+  async adoptHolders(campaignId: string, userIds: readonly string[]): Promise<number> {
+    const k = this.keys(campaignId);
+    let adopted = 0;
+    for (let i = 0; i < userIds.length; i += STAGE_CHUNK) {
+      const chunk = userIds.slice(i, i + STAGE_CHUNK);
+      adopted += await this.call('adopting coupon holders', () =>
+        this.redis.adoptHolders(k.remaining, k.users, ...chunk),
+      );
+    }
+    return adopted;
   }
 
   async listPendingClaims(campaignId: string, before: Date, limit: number): Promise<PendingClaim[]> {
