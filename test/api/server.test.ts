@@ -1,7 +1,11 @@
 import { create } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { type Client, Code, ConnectError, createClient, type Transport } from '@connectrpc/connect';
-import { createConnectTransport, createGrpcTransport } from '@connectrpc/connect-node';
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CouponService, CreateCampaignRequestSchema } from '../../src/gen/coupon/v1/coupon_pb.js';
 import { isolatedConfig, openWindow, startApp, uniqueName } from '../support/services.ts';
@@ -19,6 +23,7 @@ const transports: Record<string, () => Transport> = {
   'gRPC over h2c': () => createGrpcTransport({ baseUrl: env.baseUrl }),
   'Connect JSON over HTTP/1.1': () =>
     createConnectTransport({ baseUrl: env.baseUrl, httpVersion: '1.1', useBinaryFormat: false }),
+  'gRPC-Web over HTTP/1.1': () => createGrpcWebTransport({ baseUrl: env.baseUrl, httpVersion: '1.1' }),
   'Connect binary over HTTP/2': () =>
     createConnectTransport({ baseUrl: env.baseUrl, httpVersion: '2', useBinaryFormat: true }),
 };
