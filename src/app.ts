@@ -15,6 +15,7 @@ import type { Config } from './config.ts';
 import { CouponService } from './gen/coupon/v1/coupon_pb.js';
 import { MikroOrmCampaignRepository } from './infrastructure/db/campaign-repository.ts';
 import { MikroOrmCouponRepository } from './infrastructure/db/coupon-repository.ts';
+import { GroupCommitCouponRepository } from './infrastructure/db/group-commit.ts';
 import { type Database, openDatabase } from './infrastructure/db/orm.ts';
 import { DependencyBreaker } from './infrastructure/dependency-breaker.ts';
 import { runPeriodically } from './infrastructure/periodic.ts';
@@ -87,7 +88,13 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
 
   const gate = new RedisSlotGate(redis, { keyPrefix: config.redisKeyPrefix, breaker: breakers.redis });
   const campaignRepository = new MikroOrmCampaignRepository(db, breakers.database);
-  const couponRepository = new MikroOrmCouponRepository(db, breakers.database);
+  const couponRepository = new GroupCommitCouponRepository(
+    new MikroOrmCouponRepository(db, breakers.database),
+    {
+      maxBatch: 500,
+      maxInFlight: 2,
+    },
+  );
   const reconciler = new ClaimReconciler({
     gate,
     campaigns: campaignRepository,

@@ -43,6 +43,46 @@ export class MikroOrmCouponRepository implements CouponRepository {
     return guarded(this.breaker, 'recording a coupon', () => this.persistInTransaction(coupon));
   }
 
+  /**
+   * Records many coupons in one transaction: one guarded `issued_count` raise per campaign and
+   * one multi-row INSERT. If any row is refused (full campaign, taken code, user who already
+   * holds one), the whole batch rolls back and every row is retried on its own, so one bad row
+   * never fails its neighbours. Outcomes come back in input order.
+   */
+  persistMany(coupons: readonly CouponToPersist[]): Promise<PersistOutcome[]> {
+    return guarded(this.breaker, 'recording coupons', async () => {
+      if (coupons.length === 1) return [await this.persistInTransaction(coupons[0] as CouponToPersist)];
+      try {
+        await this.persistAllOrNothing(coupons);
+        return coupons.map(() => 'persisted' as const);
+      } catch (error) {
+        if (!(error instanceof Refused) && violatedUniqueKey(error) === undefined) throw error;
+        return Promise.all(coupons.map((coupon) => this.persistInTransaction(coupon)));
+      }
+    });
+  }
+
+  private async persistAllOrNothing(coupons: readonly CouponToPersist[]): Promise<void> {
+    const perCampaign = new Map<string, number>();
+    for (const coupon of coupons)
+      perCampaign.set(coupon.campaignId, (perCampaign.get(coupon.campaignId) ?? 0) + 1);
+    await this.db.em.fork().transactional(async (em) => {
+      for (const [campaignId, count] of perCampaign) {
+        const raised = await em.execute<QueryResult>(
+          'update campaign set issued_count = issued_count + ? where id = ? and issued_count + ? <= amount',
+          [count, campaignId, count],
+          'run',
+        );
+        if (raised.affectedRows === 0) throw new Refused('campaign-full');
+      }
+      await em.execute(
+        `insert into coupon (campaign_id, user_id, code, issued_at) values ${coupons.map(() => '(?, ?, ?, ?)').join(', ')}`,
+        coupons.flatMap((c) => [c.campaignId, c.userId, c.code, c.issuedAt]),
+        'run',
+      );
+    });
+  }
+
   private async persistInTransaction(coupon: CouponToPersist): Promise<PersistOutcome> {
     try {
       await this.db.em.fork().transactional(async (em) => {

@@ -1,0 +1,78 @@
+import type { CouponRepository, CouponToPersist, PersistOutcome } from '../../application/ports.ts';
+
+export interface BatchCouponStore extends CouponRepository {
+  persistMany(coupons: readonly CouponToPersist[]): Promise<PersistOutcome[]>;
+}
+
+interface Waiting {
+  readonly coupon: CouponToPersist;
+  resolve(outcome: PersistOutcome): void;
+  reject(error: unknown): void;
+}
+
+export interface GroupCommitOptions {
+  /** Most rows in one transaction. */
+  readonly maxBatch: number;
+  /** Most batches being written at once. */
+  readonly maxInFlight: number;
+}
+
+/**
+ * Group commit: coupons asked for while earlier batches are being written wait, and go together
+ * in the next transaction. Under light load a coupon is written at once, alone; under a rush the
+ * batches grow by themselves, and MySQL does one transaction per batch instead of one per coupon.
+ * Each caller still gets its own outcome.
+ */
+export class GroupCommitCouponRepository implements CouponRepository {
+  private readonly store: BatchCouponStore;
+  private readonly options: GroupCommitOptions;
+  private queue: Waiting[] = [];
+  private inFlight = 0;
+  private drainScheduled = false;
+
+  constructor(store: BatchCouponStore, options: GroupCommitOptions) {
+    this.store = store;
+    this.options = options;
+  }
+
+  persist(coupon: CouponToPersist): Promise<PersistOutcome> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ coupon, resolve, reject });
+      // Wait for the rest of this turn of the event loop: requests that arrived together go together.
+      if (!this.drainScheduled) {
+        this.drainScheduled = true;
+        setImmediate(() => {
+          this.drainScheduled = false;
+          this.drain();
+        });
+      }
+    });
+  }
+
+  findHolders(campaignId: string, userIds: readonly string[]): Promise<Set<string>> {
+    return this.store.findHolders(campaignId, userIds);
+  }
+
+  isAvailable(): boolean {
+    return this.store.isAvailable();
+  }
+
+  private drain(): void {
+    while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.options.maxBatch);
+      this.inFlight++;
+      this.store
+        .persistMany(batch.map((waiting) => waiting.coupon))
+        .then(
+          (outcomes) => batch.forEach((waiting, i) => waiting.resolve(outcomes[i] as PersistOutcome)),
+          (error: unknown) => {
+            for (const waiting of batch) waiting.reject(error);
+          },
+        )
+        .finally(() => {
+          this.inFlight--;
+          this.drain();
+        });
+    }
+  }
+}
