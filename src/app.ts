@@ -20,6 +20,7 @@ import { type Database, openDatabase } from './infrastructure/db/orm.ts';
 import { DependencyBreaker } from './infrastructure/dependency-breaker.ts';
 import { runPeriodically } from './infrastructure/periodic.ts';
 import { RedisSlotGate } from './infrastructure/redis/slot-gate.ts';
+import { SoldOutCachingGate } from './infrastructure/redis/sold-out-cache.ts';
 
 /** GetCampaign of a 100,000-coupon campaign is ~3 MB; leave room for ten times that. */
 const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -36,7 +37,9 @@ export interface Services {
   readonly campaigns: CampaignService;
   readonly issuer: CouponIssuer;
   readonly reconciler: ClaimReconciler;
-  readonly gate: RedisSlotGate;
+  readonly gate: SoldOutCachingGate;
+  /** The gate without the process-local cache, for looking at its keys. */
+  readonly redisGate: RedisSlotGate;
   readonly repositories: { readonly campaigns: CampaignRepository; readonly coupons: CouponRepository };
   readonly redis: Redis;
   readonly db: Database;
@@ -86,7 +89,14 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
     );
   }
 
-  const gate = new RedisSlotGate(redis, { keyPrefix: config.redisKeyPrefix, breaker: breakers.redis });
+  const redisGate = new RedisSlotGate(redis, { keyPrefix: config.redisKeyPrefix, breaker: breakers.redis });
+  const subscriber = redis.duplicate({ enableOfflineQueue: true });
+  subscriber.on('error', () => undefined);
+  const gate = await SoldOutCachingGate.create(redisGate, redis, subscriber, {
+    channel: `${config.redisKeyPrefix}slots-returned`,
+    trustMs: 2_000,
+    maxUsers: 200_000,
+  });
   const campaignRepository = new MikroOrmCampaignRepository(db, breakers.database);
   const couponRepository = new GroupCommitCouponRepository(
     new MikroOrmCouponRepository(db, breakers.database),
@@ -115,6 +125,7 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
     issuer: new CouponIssuer({ gate, campaigns: campaignRepository, coupons: couponRepository }),
     reconciler,
     gate,
+    redisGate,
     repositories: { campaigns: campaignRepository, coupons: couponRepository },
     redis,
     db,
@@ -122,7 +133,7 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
     async close() {
       await reconciling.stop();
       for (const breaker of Object.values(breakers)) breaker.shutdown();
-      await Promise.allSettled([db.close(), redis.quit()]);
+      await Promise.allSettled([db.close(), redis.quit(), subscriber.quit()]);
     },
   };
 }

@@ -42,7 +42,7 @@ async function storedState(campaignId: string) {
     'select issued_count, amount from campaign where id = ?',
     [campaignId],
   );
-  const keys = services.gate.keys(campaignId);
+  const keys = services.redisGate.keys(campaignId);
   return {
     rows,
     issuedCount: Number(campaign?.issued_count),
@@ -244,7 +244,7 @@ describe('when the gate loses a campaign', () => {
     const campaign = await createCampaign(3);
     await services.issuer.issueCoupon(campaign.id, 'winner-1');
     await services.issuer.issueCoupon(campaign.id, 'winner-2');
-    const keys = services.gate.keys(campaign.id);
+    const keys = services.redisGate.keys(campaign.id);
     await services.redis.del(keys.window, keys.remaining, keys.users, keys.pending);
 
     const { issued, errors } = await settle([

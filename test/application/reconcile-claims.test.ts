@@ -23,7 +23,7 @@ async function createCampaign(amount: number) {
 }
 
 async function gateState(campaignId: string) {
-  const keys = services.gate.keys(campaignId);
+  const keys = services.redisGate.keys(campaignId);
   return {
     remaining: Number(await services.redis.get(keys.remaining)),
     users: (await services.redis.smembers(keys.users)).sort(),

@@ -20,7 +20,7 @@ export async function snapshot(services: Services, campaignId: string): Promise<
     'select user_id, code from coupon where campaign_id = ?',
     [campaignId],
   );
-  const keys = services.gate.keys(campaignId);
+  const keys = services.redisGate.keys(campaignId);
   const remaining = await services.redis.get(keys.remaining);
   return {
     amount: Number(campaign?.amount),

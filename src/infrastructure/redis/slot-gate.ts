@@ -161,6 +161,14 @@ export class RedisSlotGate implements SlotGate {
     return remaining === null ? undefined : { remaining: Number(remaining), users };
   }
 
+  /** Users marked served (holders and pending claimers), or undefined when there are more than `limit`. */
+  async servedUsers(campaignId: string, limit: number): Promise<string[] | undefined> {
+    const users = this.keys(campaignId).users;
+    const count = await this.call('counting served users', () => this.redis.scard(users));
+    if (count > limit) return undefined;
+    return this.call('reading served users', () => this.redis.smembers(users));
+  }
+
   async adoptHolders(campaignId: string, userIds: readonly string[]): Promise<number> {
     const k = this.keys(campaignId);
     let adopted = 0;

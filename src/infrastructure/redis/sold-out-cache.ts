@@ -1,0 +1,149 @@
+import type { Redis } from 'ioredis';
+import type { CampaignGateState, ClaimOutcome, PendingClaim, SlotGate } from '../../application/ports.ts';
+import type { RedisSlotGate } from './slot-gate.ts';
+
+export interface SoldOutCacheOptions {
+  /** The pub/sub channel on which every instance announces slots given back. */
+  readonly channel: string;
+  /** A "sold out" seen here is trusted this long without asking Redis again. */
+  readonly trustMs: number;
+  /** Campaigns with more served users than this are not cached (their user set stays in Redis). */
+  readonly maxUsers: number;
+}
+
+interface SoldOutMark {
+  /** Until when the mark is trusted (local clock, ms). */
+  readonly until: number;
+  /** Everyone served when the campaign sold out: they hear "already issued", everyone else "sold out". */
+  readonly users: ReadonlySet<string>;
+}
+
+/**
+ * Remembers, per process, which campaigns are sold out (with who was served, which no longer
+ * changes), so a storm of late requests is answered without a Redis round trip each, and with the
+ * same answer Redis would give: "already issued" for a holder, "sold out" for everyone else. A
+ * slot coming back (a release, a reconcile) is announced on Redis pub/sub and drops the mark in
+ * every instance; `trustMs` bounds how long a missed announcement could keep refusing.
+ */
+export class SoldOutCachingGate implements SlotGate {
+  private readonly gate: RedisSlotGate;
+  private readonly publisher: Redis;
+  private readonly subscriber: Redis;
+  private readonly options: SoldOutCacheOptions;
+  private readonly soldOut = new Map<string, SoldOutMark>();
+  private readonly marking = new Set<string>();
+
+  private constructor(
+    gate: RedisSlotGate,
+    publisher: Redis,
+    subscriber: Redis,
+    options: SoldOutCacheOptions,
+  ) {
+    this.gate = gate;
+    this.publisher = publisher;
+    this.subscriber = subscriber;
+    this.options = options;
+  }
+
+  /**
+   * `subscriber` must be a connection of its own (a subscribed connection can do nothing else),
+   * with the offline queue on, so the subscription is made once it connects.
+   */
+  static async create(
+    gate: RedisSlotGate,
+    publisher: Redis,
+    subscriber: Redis,
+    options: SoldOutCacheOptions,
+  ): Promise<SoldOutCachingGate> {
+    const cache = new SoldOutCachingGate(gate, publisher, subscriber, options);
+    subscriber.on('message', (channel: string, campaignId: string) => {
+      if (channel === options.channel) cache.soldOut.delete(campaignId);
+    });
+    // After a reconnect, announcements may have been missed: forget everything.
+    subscriber.on('ready', () => cache.soldOut.clear());
+    // ioredis subscribes once connected and again after every reconnect; startup waits for it
+    // briefly, but never blocks on a Redis that is down (the trust window covers that).
+    const subscribed = subscriber.subscribe(options.channel).catch(() => undefined);
+    await Promise.race([subscribed, new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
+    return cache;
+  }
+
+  isKnownSoldOut(campaignId: string): boolean {
+    return this.trustedMark(campaignId) !== undefined;
+  }
+
+  async claimSlot(campaignId: string, userId: string): Promise<ClaimOutcome> {
+    const mark = this.trustedMark(campaignId);
+    if (mark) return mark.users.has(userId) ? { status: 'duplicate' } : { status: 'sold-out' };
+    const outcome = await this.gate.claimSlot(campaignId, userId);
+    if (outcome.status === 'sold-out' || (outcome.status === 'claimed' && outcome.remaining === 0)) {
+      this.markSoldOut(campaignId);
+    }
+    return outcome;
+  }
+
+  private trustedMark(campaignId: string): SoldOutMark | undefined {
+    const mark = this.soldOut.get(campaignId);
+    if (mark && mark.until <= Date.now()) {
+      this.soldOut.delete(campaignId);
+      return undefined;
+    }
+    return mark;
+  }
+
+  /** Reads who was served once, in the background; until then requests still ask Redis. */
+  private markSoldOut(campaignId: string): void {
+    if (this.marking.has(campaignId) || this.soldOut.has(campaignId)) return;
+    this.marking.add(campaignId);
+    const markedAt = Date.now();
+    this.gate
+      .servedUsers(campaignId, this.options.maxUsers)
+      .then((users) => {
+        if (users)
+          this.soldOut.set(campaignId, { until: markedAt + this.options.trustMs, users: new Set(users) });
+      })
+      .catch(() => undefined)
+      .finally(() => this.marking.delete(campaignId));
+  }
+
+  async releaseSlot(campaignId: string, userId: string, claimedAtMs?: number): Promise<boolean> {
+    const released = await this.gate.releaseSlot(campaignId, userId, claimedAtMs);
+    if (released) await this.announceSlotBack(campaignId);
+    return released;
+  }
+
+  async loadCampaign(state: CampaignGateState): Promise<void> {
+    await this.gate.loadCampaign(state);
+    this.soldOut.delete(state.campaign.id);
+  }
+
+  now(): Promise<Date> {
+    return this.gate.now();
+  }
+
+  confirmSlot(campaignId: string, userId: string): Promise<void> {
+    return this.gate.confirmSlot(campaignId, userId);
+  }
+
+  closeSlots(campaignId: string, userId: string): Promise<void> {
+    return this.gate.closeSlots(campaignId, userId);
+  }
+
+  countSlots(campaignId: string): Promise<{ remaining: number; users: number } | undefined> {
+    return this.gate.countSlots(campaignId);
+  }
+
+  adoptHolders(campaignId: string, userIds: readonly string[]): Promise<number> {
+    return this.gate.adoptHolders(campaignId, userIds);
+  }
+
+  listPendingClaims(campaignId: string, before: Date, limit: number): Promise<PendingClaim[]> {
+    return this.gate.listPendingClaims(campaignId, before, limit);
+  }
+
+  private async announceSlotBack(campaignId: string): Promise<void> {
+    this.soldOut.delete(campaignId);
+    // If the announcement is lost, other instances trust their mark for at most `trustMs`.
+    await this.publisher.publish(this.options.channel, campaignId).catch(() => undefined);
+  }
+}
