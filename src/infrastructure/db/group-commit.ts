@@ -64,7 +64,9 @@ export class GroupCommitCouponRepository implements CouponRepository {
       this.store
         .persistMany(batch.map((waiting) => waiting.coupon))
         .then(
-          (outcomes) => batch.forEach((waiting, i) => waiting.resolve(outcomes[i] as PersistOutcome)),
+          (outcomes) => {
+            for (const [i, waiting] of batch.entries()) waiting.resolve(outcomes[i] as PersistOutcome);
+          },
           (error: unknown) => {
             for (const waiting of batch) waiting.reject(error);
           },

@@ -28,20 +28,13 @@ interface SoldOutMark {
 export class SoldOutCachingGate implements SlotGate {
   private readonly gate: RedisSlotGate;
   private readonly publisher: Redis;
-  private readonly subscriber: Redis;
   private readonly options: SoldOutCacheOptions;
   private readonly soldOut = new Map<string, SoldOutMark>();
   private readonly marking = new Set<string>();
 
-  private constructor(
-    gate: RedisSlotGate,
-    publisher: Redis,
-    subscriber: Redis,
-    options: SoldOutCacheOptions,
-  ) {
+  private constructor(gate: RedisSlotGate, publisher: Redis, options: SoldOutCacheOptions) {
     this.gate = gate;
     this.publisher = publisher;
-    this.subscriber = subscriber;
     this.options = options;
   }
 
@@ -55,7 +48,7 @@ export class SoldOutCachingGate implements SlotGate {
     subscriber: Redis,
     options: SoldOutCacheOptions,
   ): Promise<SoldOutCachingGate> {
-    const cache = new SoldOutCachingGate(gate, publisher, subscriber, options);
+    const cache = new SoldOutCachingGate(gate, publisher, options);
     subscriber.on('message', (channel: string, campaignId: string) => {
       if (channel === options.channel) cache.soldOut.delete(campaignId);
     });
