@@ -29,6 +29,8 @@ const schema = z.object({
         .map((origin) => origin.trim())
         .filter((origin) => origin.length > 0),
     ),
+  /** WORKERS: processes serving the port (Node cluster); 1 runs everything in this process. */
+  WORKERS: positiveInt.max(64).default(1),
   /** DB_POOL_SIZE: database connections per process. */
   DB_POOL_SIZE: positiveInt.default(20),
   /** DEPENDENCY_TIMEOUT_MS: longest wait for Redis or the database before a call fails UNAVAILABLE. */
@@ -52,6 +54,7 @@ export interface Config {
   readonly redisUrl: string;
   readonly redisKeyPrefix: string;
   readonly corsOrigins: readonly string[];
+  readonly workers: number;
   readonly dbPoolSize: number;
   readonly dependencyTimeoutMs: number;
   readonly breakerResetMs: number;
@@ -90,6 +93,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     redisUrl: c.REDIS_URL,
     redisKeyPrefix: c.REDIS_KEY_PREFIX,
     corsOrigins: c.CORS_ORIGINS,
+    workers: c.WORKERS,
     dbPoolSize: c.DB_POOL_SIZE,
     dependencyTimeoutMs: c.DEPENDENCY_TIMEOUT_MS,
     breakerResetMs: c.BREAKER_RESET_MS,

@@ -1,8 +1,10 @@
+import cluster from 'node:cluster';
 import { pino } from 'pino';
 import { buildApp } from './app.ts';
-import { ConfigError, loadConfig } from './config.ts';
+import { type Config, ConfigError, loadConfig } from './config.ts';
+import { openDatabase } from './infrastructure/db/orm.ts';
 
-let config: ReturnType<typeof loadConfig>;
+let config: Config;
 try {
   config = loadConfig();
 } catch (error) {
@@ -18,28 +20,75 @@ const logger = pino({
   ...(process.stdout.isTTY ? { transport: { target: 'pino-pretty' } } : {}),
 });
 
-const app = await buildApp(config, logger).catch((error: unknown) => {
-  logger.fatal({ err: error }, 'could not start: is the database reachable at DATABASE_URL?');
-  process.exit(1);
-});
-const address = await app.listen();
-logger.info({ host: address.address, port: address.port }, 'coupon-service listening');
+if (config.workers > 1 && cluster.isPrimary) {
+  await runPrimary(config);
+} else {
+  await runServer(config);
+}
 
-let stopping = false;
-for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.once(signal, () => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'draining: no new connections, finishing in-flight calls');
-    app.close().then(
-      () => {
-        logger.info('stopped');
-        process.exit(0);
-      },
-      (error: unknown) => {
-        logger.error({ err: error }, 'unclean stop');
-        process.exit(1);
-      },
-    );
+/** One process serving the port: builds the app, listens, drains on SIGTERM. */
+async function runServer(config: Config): Promise<void> {
+  const app = await buildApp(config, logger).catch((error: unknown) => {
+    logger.fatal({ err: error }, 'could not start: is the database reachable at DATABASE_URL?');
+    process.exit(1);
   });
+  const address = await app.listen();
+  logger.info({ host: address.address, port: address.port }, 'coupon-service listening');
+
+  let stopping = false;
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'draining: no new connections, finishing in-flight calls');
+      app.close().then(
+        () => {
+          logger.info('stopped');
+          process.exit(0);
+        },
+        (error: unknown) => {
+          logger.error({ err: error }, 'unclean stop');
+          process.exit(1);
+        },
+      );
+    });
+  }
+}
+
+/**
+ * WORKERS > 1: the primary applies migrations once, then forks workers that share the port
+ * (Node's cluster hands connections round-robin). SIGTERM is passed on to every worker; the
+ * primary exits 0 when all of them drained and exited 0.
+ */
+async function runPrimary(config: Config): Promise<void> {
+  try {
+    const db = await openDatabase({
+      url: config.databaseUrl,
+      poolSize: 1,
+      timeoutMs: config.dependencyTimeoutMs,
+    });
+    await db.close();
+  } catch (error) {
+    logger.fatal({ err: error }, 'could not start: is the database reachable at DATABASE_URL?');
+    process.exit(1);
+  }
+  let stopping = false;
+  let failed = false;
+  for (let i = 0; i < config.workers; i++) cluster.fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (code !== 0) failed = true;
+    if (!stopping) {
+      logger.error({ worker: worker.id, code, signal }, 'worker died; starting another');
+      cluster.fork();
+      return;
+    }
+    if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(failed ? 1 : 0);
+  });
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      stopping = true;
+      logger.info({ signal, workers: config.workers }, 'draining every worker');
+      for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
+    });
+  }
 }
