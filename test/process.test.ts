@@ -1,6 +1,14 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { create } from '@bufbuild/protobuf';
+import { timestampFromDate } from '@bufbuild/protobuf/wkt';
+import { createClient } from '@connectrpc/connect';
+import { createConnectTransport } from '@connectrpc/connect-node';
 import { describe, expect, it } from 'vitest';
+import { CouponService, CreateCampaignRequestSchema } from '../src/gen/coupon/v1/coupon_pb.js';
+import { childEnv, startChildService } from './support/child-service.ts';
+import { eventually } from './support/invariants.ts';
+import { isolatedConfig, openWindow, uniqueName } from './support/services.ts';
 
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 
@@ -18,5 +26,39 @@ describe('the process', () => {
     const lines = result.stderr.trim().split('\n');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(new RegExp(`^invalid configuration: ${variable}: `));
+  });
+});
+
+describe('WORKERS=2', () => {
+  it('serves from two processes on one port and exits 0 on SIGTERM once both drained', async () => {
+    const config = isolatedConfig();
+    const child = await startChildService(childEnv(config, { WORKERS: '2' }));
+    const client = createClient(
+      CouponService,
+      createConnectTransport({ baseUrl: child.baseUrl, httpVersion: '1.1' }),
+    );
+    const window = openWindow();
+    const { campaign } = await client.createCampaign(
+      create(CreateCampaignRequestSchema, {
+        name: uniqueName('workers'),
+        amount: 10n,
+        issuedAt: timestampFromDate(window.issuedAt),
+        expiresAt: timestampFromDate(window.expiresAt),
+      }),
+    );
+    const issued = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        client.issueCoupon({ campaignId: campaign?.id ?? '', userId: `w-${i}` }),
+      ),
+    );
+    expect(new Set(issued.map((r) => r.coupon?.code)).size).toBe(10);
+    expect(
+      await eventually(async () => {
+        const listening = child.logs.filter((line) => line.includes('coupon-service listening')).length;
+        return listening === 2 ? [] : [`${listening} workers listening`];
+      }, 10_000),
+    ).toEqual([]);
+    child.process.kill('SIGTERM');
+    expect(await child.exited()).toBe(0);
   });
 });
