@@ -68,11 +68,6 @@ describe('Redis losing everything (FLUSHDB) in the middle of a campaign', () => 
     const retries = await Promise.allSettled(
       winners.map((userId) => services.issuer.issueCoupon(campaign.id, userId)),
     );
-    console.info(
-      retries
-        .filter((r) => !(r.status === 'rejected' && r.reason instanceof AlreadyIssuedError))
-        .map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok')),
-    );
     expect(retries.every((r) => r.status === 'rejected' && r.reason instanceof AlreadyIssuedError)).toBe(
       true,
     );
