@@ -3,9 +3,11 @@ import type net from 'node:net';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
+import { adminAuthInterceptor } from './api/admin-auth.ts';
 import { corsMiddleware } from './api/cors.ts';
 import { couponServiceImpl } from './api/coupon-service.ts';
 import { domainErrorInterceptor } from './api/errors.ts';
+import { observabilityInterceptor } from './api/observability.ts';
 import { createPolyglotServer } from './api/server.ts';
 import { CampaignService } from './application/campaign-service.ts';
 import { CouponIssuer } from './application/issue-coupon.ts';
@@ -18,6 +20,7 @@ import { MikroOrmCouponRepository } from './infrastructure/db/coupon-repository.
 import { GroupCommitCouponRepository } from './infrastructure/db/group-commit.ts';
 import { type Database, openDatabase } from './infrastructure/db/orm.ts';
 import { DependencyBreaker } from './infrastructure/dependency-breaker.ts';
+import { Metrics } from './infrastructure/metrics.ts';
 import { runPeriodically } from './infrastructure/periodic.ts';
 import { RedisSlotGate } from './infrastructure/redis/slot-gate.ts';
 import { SoldOutCachingGate } from './infrastructure/redis/sold-out-cache.ts';
@@ -44,11 +47,16 @@ export interface Services {
   readonly redis: Redis;
   readonly db: Database;
   readonly breakers: { readonly redis: DependencyBreaker; readonly database: DependencyBreaker };
+  readonly metrics: Metrics;
   close(): Promise<void>;
 }
 
 /** Connects the stores and wires the use cases; the API is built on top in `buildApp`. */
-export async function buildServices(config: Config, logger: Logger): Promise<Services> {
+export async function buildServices(
+  config: Config,
+  logger: Logger,
+  metrics = new Metrics(),
+): Promise<Services> {
   const redis = new Redis(config.redisUrl, {
     // Fail calls at once while Redis is away instead of queueing them: the client gets
     // UNAVAILABLE within the timeout, never a hang, and ioredis keeps reconnecting behind it.
@@ -81,12 +89,18 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
     database: new DependencyBreaker('database', breakerOptions),
   };
   for (const breaker of Object.values(breakers)) {
-    breaker.on('open', () =>
-      logger.error({ dependency: breaker.dependency }, 'circuit open: failing calls fast'),
-    );
-    breaker.on('close', () =>
-      logger.info({ dependency: breaker.dependency }, 'circuit closed: dependency back'),
-    );
+    const dependency = breaker.dependency;
+    metrics.breakerState.set({ dependency }, 0);
+    breaker.on('open', () => {
+      metrics.breakerState.set({ dependency }, 1);
+      logger.error({ dependency }, 'circuit open: failing calls fast');
+    });
+    breaker.on('halfOpen', () => metrics.breakerState.set({ dependency }, 0.5));
+    breaker.on('close', () => {
+      metrics.breakerState.set({ dependency }, 0);
+      logger.info({ dependency }, 'circuit closed: dependency back');
+    });
+    breaker.on('failure', () => metrics.dependencyErrors.inc({ dependency }));
   }
 
   const redisGate = new RedisSlotGate(redis, { keyPrefix: config.redisKeyPrefix, breaker: breakers.redis });
@@ -96,6 +110,7 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
     channel: `${config.redisKeyPrefix}slots-returned`,
     trustMs: 2_000,
     maxUsers: 200_000,
+    onSlotReturned: () => metrics.claimsSettled.inc({ how: 'released' }),
   });
   const campaignRepository = new MikroOrmCampaignRepository(db, breakers.database);
   const couponRepository = new GroupCommitCouponRepository(
@@ -103,6 +118,10 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
     {
       maxBatch: 500,
       maxInFlight: 2,
+      onBatch: (size, seconds) => {
+        metrics.dbBatchSize.observe(size);
+        metrics.dbBatchDuration.observe(seconds);
+      },
     },
   );
   const reconciler = new ClaimReconciler({
@@ -114,7 +133,11 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
   const reconciling = runPeriodically(async () => {
     try {
       const report = await reconciler.reconcile();
-      if (report.confirmed + report.released > 0) logger.info(report, 'reconciled pending claims');
+      metrics.claimsSettled.inc({ how: 'reconciled_released' }, report.released);
+      metrics.claimsSettled.inc({ how: 'reconciled_confirmed' }, report.confirmed);
+      metrics.claimsSettled.inc({ how: 'adopted' }, report.adopted);
+      if (report.confirmed + report.released + report.adopted > 0)
+        logger.info(report, 'reconciled pending claims');
     } catch (error) {
       logger.warn({ err: error }, 'reconciling pending claims failed; will retry');
     }
@@ -130,6 +153,7 @@ export async function buildServices(config: Config, logger: Logger): Promise<Ser
     redis,
     db,
     breakers,
+    metrics,
     async close() {
       await reconciling.stop();
       for (const breaker of Object.values(breakers)) breaker.shutdown();
@@ -146,12 +170,31 @@ export async function buildApp(
   const services = await buildServices(config, logger);
   const rpc = connectNodeAdapter({
     routes: (router) => router.service(CouponService, couponServiceImpl(services)),
-    interceptors: [domainErrorInterceptor],
+    // Outermost first: observe every call, then authenticate, then map domain errors to codes.
+    interceptors: [
+      observabilityInterceptor(services.metrics, logger),
+      ...(config.adminToken ? [adminAuthInterceptor(config.adminToken)] : []),
+      domainErrorInterceptor,
+    ],
     readMaxBytes: MAX_MESSAGE_BYTES,
     writeMaxBytes: MAX_MESSAGE_BYTES,
   });
   const cors = corsMiddleware(config.corsOrigins);
   const server = createPolyglotServer((request, response) => {
+    if (request.method === 'GET' && request.url === '/metrics') {
+      services.metrics.render().then(
+        ({ contentType, body }) => {
+          response.statusCode = 200;
+          response.setHeader('content-type', contentType);
+          response.end(body);
+        },
+        () => {
+          response.statusCode = 500;
+          response.end();
+        },
+      );
+      return;
+    }
     cors(request as http.IncomingMessage, response as http.ServerResponse, () => rpc(request, response));
   });
 

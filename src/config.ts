@@ -43,6 +43,8 @@ const schema = z.object({
   RECONCILE_INTERVAL_MS: positiveInt.default(5_000),
   /** SHUTDOWN_GRACE_MS: how long SIGTERM waits for in-flight calls before closing connections. */
   SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
+  /** ADMIN_TOKEN: when set, CreateCampaign requires `authorization: Bearer <token>`. */
+  ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** LOG_LEVEL: pino level (fatal, error, warn, info, debug, trace, silent). */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -62,6 +64,7 @@ export interface Config {
   readonly reconcileIntervalMs: number;
   readonly shutdownGraceMs: number;
   readonly logLevel: string;
+  readonly adminToken: string | undefined;
 }
 
 export class ConfigError extends Error {}
@@ -101,5 +104,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     reconcileIntervalMs: c.RECONCILE_INTERVAL_MS,
     shutdownGraceMs: c.SHUTDOWN_GRACE_MS,
     logLevel: c.LOG_LEVEL,
+    adminToken: c.ADMIN_TOKEN,
   };
 }

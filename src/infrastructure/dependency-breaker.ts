@@ -46,9 +46,22 @@ export class DependencyBreaker {
     return this.breaker.opened ? 'open' : 'closed';
   }
 
-  on(event: 'open' | 'close', listener: () => void): void {
-    if (event === 'open') this.breaker.on('open', listener);
-    else this.breaker.on('close', listener);
+  on(event: 'open' | 'close' | 'halfOpen' | 'failure', listener: () => void): void {
+    switch (event) {
+      case 'open':
+        this.breaker.on('open', listener);
+        break;
+      case 'close':
+        this.breaker.on('close', listener);
+        break;
+      case 'halfOpen':
+        this.breaker.on('halfOpen', listener);
+        break;
+      case 'failure':
+        // opossum reports a timed-out call as a failure too.
+        this.breaker.on('failure', listener);
+        break;
+    }
   }
 
   async run<T>(operation: string, action: () => Promise<T>): Promise<T> {

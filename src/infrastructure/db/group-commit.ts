@@ -15,6 +15,8 @@ export interface GroupCommitOptions {
   readonly maxBatch: number;
   /** Most batches being written at once. */
   readonly maxInFlight: number;
+  /** Told of every batch written: its size and how long it took. */
+  readonly onBatch?: (size: number, seconds: number) => void;
 }
 
 /**
@@ -61,6 +63,7 @@ export class GroupCommitCouponRepository implements CouponRepository {
     while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
       const batch = this.queue.splice(0, this.options.maxBatch);
       this.inFlight++;
+      const started = performance.now();
       this.store
         .persistMany(batch.map((waiting) => waiting.coupon))
         .then(
@@ -72,6 +75,7 @@ export class GroupCommitCouponRepository implements CouponRepository {
           },
         )
         .finally(() => {
+          this.options.onBatch?.(batch.length, (performance.now() - started) / 1000);
           this.inFlight--;
           this.drain();
         });

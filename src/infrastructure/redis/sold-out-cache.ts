@@ -9,6 +9,8 @@ export interface SoldOutCacheOptions {
   readonly trustMs: number;
   /** Campaigns with more served users than this are not cached (their user set stays in Redis). */
   readonly maxUsers: number;
+  /** Told of every slot given back. */
+  readonly onSlotReturned?: () => void;
 }
 
 interface SoldOutMark {
@@ -101,7 +103,10 @@ export class SoldOutCachingGate implements SlotGate {
 
   async releaseSlot(campaignId: string, userId: string, claimedAtMs?: number): Promise<boolean> {
     const released = await this.gate.releaseSlot(campaignId, userId, claimedAtMs);
-    if (released) await this.announceSlotBack(campaignId);
+    if (released) {
+      this.options.onSlotReturned?.();
+      await this.announceSlotBack(campaignId);
+    }
     return released;
   }
 

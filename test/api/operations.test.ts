@@ -1,0 +1,112 @@
+import { create } from '@bufbuild/protobuf';
+import { timestampFromDate } from '@bufbuild/protobuf/wkt';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { createConnectTransport, createGrpcTransport } from '@connectrpc/connect-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CouponService, CreateCampaignRequestSchema } from '../../src/gen/coupon/v1/coupon_pb.js';
+import { isolatedConfig, openWindow, startApp, uniqueName } from '../support/services.ts';
+
+const ADMIN_TOKEN = 'test-admin-token-0123456789';
+let env: Awaited<ReturnType<typeof startApp>>;
+
+beforeAll(async () => {
+  env = await startApp(isolatedConfig({ ADMIN_TOKEN }));
+});
+afterAll(async () => {
+  await env?.stop();
+});
+
+function campaignRequest() {
+  const window = openWindow();
+  return create(CreateCampaignRequestSchema, {
+    name: uniqueName('ops'),
+    amount: 5n,
+    issuedAt: timestampFromDate(window.issuedAt),
+    expiresAt: timestampFromDate(window.expiresAt),
+  });
+}
+
+async function codeOf(call: Promise<unknown>): Promise<Code | 'ok'> {
+  try {
+    await call;
+    return 'ok';
+  } catch (error) {
+    return ConnectError.from(error).code;
+  }
+}
+
+async function metricValue(name: string, labels: string): Promise<number> {
+  const text = await (await fetch(`${env.baseUrl}/metrics`)).text();
+  const series = labels ? `${name}{${labels}} ` : `${name} `;
+  const line = text.split('\n').find((l) => l.startsWith(series));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+}
+
+describe('admin auth', () => {
+  const client = () => createClient(CouponService, createGrpcTransport({ baseUrl: env.baseUrl }));
+
+  it('refuses CreateCampaign without a token or with a wrong one', async () => {
+    expect(await codeOf(client().createCampaign(campaignRequest()))).toBe(Code.Unauthenticated);
+    expect(
+      await codeOf(
+        client().createCampaign(campaignRequest(), { headers: { authorization: 'Bearer wrong-token' } }),
+      ),
+    ).toBe(Code.Unauthenticated);
+    expect(
+      await codeOf(client().createCampaign(campaignRequest(), { headers: { authorization: ADMIN_TOKEN } })),
+    ).toBe(Code.Unauthenticated);
+  });
+
+  it('accepts the right token, and keeps IssueCoupon and GetCampaign open', async () => {
+    const request = campaignRequest();
+    const { campaign } = await client().createCampaign(request, {
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    expect(await codeOf(client().issueCoupon({ campaignId: campaign?.id ?? '', userId: 'anyone' }))).toBe(
+      'ok',
+    );
+    expect(await codeOf(client().getCampaign({ name: request.name }))).toBe('ok');
+  });
+});
+
+describe('metrics', () => {
+  it('serves Prometheus text with process metrics and the service counters, and they move', async () => {
+    const response = await fetch(`${env.baseUrl}/metrics`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toContain('text/plain');
+    const text = await response.text();
+    for (const name of [
+      'process_cpu_user_seconds_total',
+      'nodejs_eventloop_lag_seconds',
+      'coupon_rpc_duration_seconds',
+      'coupon_issue_outcomes_total',
+      'coupon_circuit_breaker_open',
+      'coupon_db_batch_size',
+    ]) {
+      expect(text).toContain(name);
+    }
+
+    const issuedBefore = await metricValue('coupon_issue_outcomes_total', 'outcome="issued"');
+    const soldOutBefore = await metricValue('coupon_issue_outcomes_total', 'outcome="sold_out"');
+    const batchesBefore = await metricValue('coupon_db_batch_size_count', '');
+    const client = createClient(
+      CouponService,
+      createConnectTransport({ baseUrl: env.baseUrl, httpVersion: '1.1' }),
+    );
+    const { campaign } = await client.createCampaign(campaignRequest(), {
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    const results = await Promise.allSettled(
+      Array.from({ length: 8 }, (_, i) =>
+        client.issueCoupon({ campaignId: campaign?.id ?? '', userId: `m-${i}` }),
+      ),
+    );
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(5);
+    expect(await metricValue('coupon_issue_outcomes_total', 'outcome="issued"')).toBe(issuedBefore + 5);
+    expect(await metricValue('coupon_issue_outcomes_total', 'outcome="sold_out"')).toBe(soldOutBefore + 3);
+    expect(
+      await metricValue('coupon_rpc_duration_seconds_count', 'method="IssueCoupon",code="ok"'),
+    ).toBeGreaterThanOrEqual(5);
+    expect(await metricValue('coupon_db_batch_size_count', '')).toBeGreaterThan(batchesBefore);
+  });
+});
