@@ -1,5 +1,6 @@
 import type http from 'node:http';
 import type net from 'node:net';
+import { createContextValues } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
@@ -8,6 +9,7 @@ import { corsMiddleware } from './api/cors.ts';
 import { couponServiceImpl } from './api/coupon-service.ts';
 import { domainErrorInterceptor } from './api/errors.ts';
 import { observabilityInterceptor } from './api/observability.ts';
+import { clientAddress, clientAddressKey, rateLimitInterceptor } from './api/rate-limit.ts';
 import { createPolyglotServer } from './api/server.ts';
 import { CampaignService } from './application/campaign-service.ts';
 import { CouponIssuer } from './application/issue-coupon.ts';
@@ -174,8 +176,16 @@ export async function buildApp(
     interceptors: [
       observabilityInterceptor(services.metrics, logger),
       ...(config.adminToken ? [adminAuthInterceptor(config.adminToken)] : []),
+      rateLimitInterceptor({
+        redis: services.redis,
+        keyPrefix: config.redisKeyPrefix,
+        perUser: config.issueRateLimitPerUser,
+        perIp: config.issueRateLimitPerIp,
+      }),
       domainErrorInterceptor,
     ],
+    contextValues: (request) =>
+      createContextValues().set(clientAddressKey, clientAddress(request, config.trustProxy)),
     readMaxBytes: MAX_MESSAGE_BYTES,
     writeMaxBytes: MAX_MESSAGE_BYTES,
   });

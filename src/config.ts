@@ -43,6 +43,15 @@ const schema = z.object({
   RECONCILE_INTERVAL_MS: positiveInt.default(5_000),
   /** SHUTDOWN_GRACE_MS: how long SIGTERM waits for in-flight calls before closing connections. */
   SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
+  /** ISSUE_RATE_LIMIT_PER_USER: IssueCoupon calls per second per user id, shared across instances. */
+  ISSUE_RATE_LIMIT_PER_USER: positiveInt.default(20),
+  /** ISSUE_RATE_LIMIT_PER_IP: IssueCoupon calls per second per client address; 0 (default) is off. */
+  ISSUE_RATE_LIMIT_PER_IP: z.coerce.number().int().min(0).default(0),
+  /** TRUST_PROXY: take the client address from X-Forwarded-For (only behind a proxy you run). */
+  TRUST_PROXY: z
+    .enum(['true', 'false', '1', '0'], { error: 'must be true or false' })
+    .default('false')
+    .transform((value) => value === 'true' || value === '1'),
   /** ADMIN_TOKEN: when set, CreateCampaign requires `authorization: Bearer <token>`. */
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** LOG_LEVEL: pino level (fatal, error, warn, info, debug, trace, silent). */
@@ -65,6 +74,9 @@ export interface Config {
   readonly shutdownGraceMs: number;
   readonly logLevel: string;
   readonly adminToken: string | undefined;
+  readonly issueRateLimitPerUser: number;
+  readonly issueRateLimitPerIp: number;
+  readonly trustProxy: boolean;
 }
 
 export class ConfigError extends Error {}
@@ -105,5 +117,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     shutdownGraceMs: c.SHUTDOWN_GRACE_MS,
     logLevel: c.LOG_LEVEL,
     adminToken: c.ADMIN_TOKEN,
+    issueRateLimitPerUser: c.ISSUE_RATE_LIMIT_PER_USER,
+    issueRateLimitPerIp: c.ISSUE_RATE_LIMIT_PER_IP,
+    trustProxy: c.TRUST_PROXY,
   };
 }

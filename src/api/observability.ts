@@ -38,11 +38,11 @@ export function observabilityInterceptor(metrics: Metrics, logger: Logger): Inte
     } catch (error) {
       const connectError = ConnectError.from(error);
       code = connectError.code;
-      const rateLimited = connectError.message.startsWith('rate limited');
+      const rateLimited = connectError.rawMessage.startsWith('rate limited');
       if (EXPECTED_CODES.has(code)) {
-        logger.debug({ method, code: Code[code], message: connectError.message }, 'call refused');
+        logger.debug({ method, code: Code[code], message: connectError.rawMessage }, 'call refused');
       } else if (code === Code.Unavailable) {
-        logger.warn({ method, message: connectError.message }, 'call failed: dependency unavailable');
+        logger.warn({ method, message: connectError.rawMessage }, 'call failed: dependency unavailable');
       } else {
         logger.error({ method, code: Code[code], err: error }, 'call failed');
       }
