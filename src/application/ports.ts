@@ -62,8 +62,14 @@ export interface SlotGate {
    * pending claim is released, and with `claimedAtMs` only that very claim.
    */
   releaseSlot(campaignId: string, userId: string, claimedAtMs?: number): Promise<boolean>;
-  /** Slots left and users marked served (holders and pending claimers); undefined when not loaded. */
-  countSlots(campaignId: string): Promise<{ remaining: number; users: number } | undefined>;
+  /** Slots left, users marked served (holders and pending claimers) and pending claims, at one instant; undefined when not loaded. */
+  countSlots(campaignId: string): Promise<{ remaining: number; users: number; pending: number } | undefined>;
+  /**
+   * Gives back `slots` taken slots that no row or pending claim accounts for, and frees served
+   * users that are neither `holders` nor pending. At most one instance at a time; returns the
+   * slots given back.
+   */
+  returnLeakedSlots(campaignId: string, slots: number, holders: readonly string[]): Promise<number>;
   /** Marks users that hold a coupon but are unknown to the gate as served; returns how many were missing. */
   adoptHolders(campaignId: string, userIds: readonly string[]): Promise<number>;
   /** Claims still pending that were made before `before` (gate clock), at most `limit`. */

@@ -6,6 +6,8 @@ const CAMPAIGN_KEYS_KEPT_MS = 24 * 60 * 60 * 1000;
 const CLAIMS_PER_ROUND = 500;
 
 export interface ReconcileReport {
+  /** Slots counted as taken with no row and no pending claim behind them, given back. */
+  readonly leaked: number;
   /** Coupon holders the gate had lost (rebuilt from a read that missed their write), added back. */
   readonly adopted: number;
   /** Pending claims whose coupon row exists: the claim is final. */
@@ -45,14 +47,33 @@ export class ClaimReconciler {
   async reconcile(): Promise<ReconcileReport> {
     const now = (await this.gate.now()).getTime();
     const campaigns = await this.campaigns.listCampaignsClosingAfter(new Date(now - CAMPAIGN_KEYS_KEPT_MS));
-    const total = { adopted: 0, confirmed: 0, released: 0 };
+    const total = { adopted: 0, confirmed: 0, released: 0, leaked: 0 };
     for (const campaign of campaigns) {
       const settled = await this.reconcileCampaign(campaign.id, new Date(now - this.staleAfterMs));
       total.confirmed += settled.confirmed;
       total.released += settled.released;
       total.adopted += await this.adoptLostHolders(campaign);
+      total.leaked += await this.returnLeakedSlots(campaign);
     }
     return total;
+  }
+
+  /**
+   * The gate hands out a slot per claim, and a claim is either pending or has its row; so
+   * amount - remaining - pending can never exceed the rows. When it does, pending marks were lost
+   * (a Redis failover) for claims whose rows never came: give those slots back. The counts are
+   * read from Redis first and rows after, so anything moving in between only makes the leak look
+   * smaller, never bigger.
+   */
+  async returnLeakedSlots(campaign: Campaign): Promise<number> {
+    const first = await this.gate.countSlots(campaign.id);
+    // A cheap look with the earlier-read issued count first: no leak, no further reads.
+    if (!first || campaign.amount - first.remaining - first.pending <= campaign.issuedCount) return 0;
+    const counts = await this.gate.countSlots(campaign.id);
+    const state = await this.campaigns.loadGateState(campaign.id);
+    if (!counts || !state) return 0;
+    const leaked = campaign.amount - counts.remaining - counts.pending - state.campaign.issuedCount;
+    return leaked > 0 ? this.gate.returnLeakedSlots(campaign.id, leaked, state.userIds) : 0;
   }
 
   /**
@@ -73,7 +94,7 @@ export class ClaimReconciler {
   async reconcileCampaign(
     campaignId: string,
     claimedBefore: Date,
-  ): Promise<Omit<ReconcileReport, 'adopted'>> {
+  ): Promise<Pick<ReconcileReport, 'confirmed' | 'released'>> {
     let confirmed = 0;
     let released = 0;
     for (;;) {

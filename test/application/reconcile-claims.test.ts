@@ -130,4 +130,41 @@ describe('the claim reconciler', () => {
     expect((await gateState(a.id)).remaining).toBe(3);
     expect((await gateState(b.id)).remaining).toBe(3);
   });
+
+  it('gives back a slot whose pending mark was lost, and frees its user', async () => {
+    const campaign = await createCampaign(5);
+    await services.issuer.issueCoupon(campaign.id, 'holder-1');
+    await services.issuer.issueCoupon(campaign.id, 'holder-2');
+    await abandonedClaim(campaign.id, 'forgotten');
+    // As after a Redis failover that lost the pending mark but kept the counter and the set.
+    await services.redis.zrem(services.redisGate.keys(campaign.id).pending, 'forgotten');
+    expect(await gateState(campaign.id)).toEqual({
+      remaining: 2,
+      users: ['forgotten', 'holder-1', 'holder-2'],
+      pending: [],
+    });
+    const report = await services.reconciler.reconcile();
+    expect(report.leaked).toBeGreaterThanOrEqual(1);
+    expect(await gateState(campaign.id)).toEqual({
+      remaining: 3,
+      users: ['holder-1', 'holder-2'],
+      pending: [],
+    });
+    await expect(services.issuer.issueCoupon(campaign.id, 'forgotten')).resolves.toMatchObject({
+      userId: 'forgotten',
+    });
+  });
+
+  it('leaves a healthy campaign alone', async () => {
+    const campaign = await createCampaign(5);
+    await services.issuer.issueCoupon(campaign.id, 'fine');
+    await abandonedClaim(campaign.id, 'in-flight');
+    await services.reconciler.reconcile();
+    expect(await gateState(campaign.id)).toEqual({
+      remaining: 3,
+      users: ['fine', 'in-flight'],
+      pending: ['in-flight'],
+    });
+    await services.gate.releaseSlot(campaign.id, 'in-flight');
+  });
 });

@@ -36,6 +36,15 @@ declare module 'ioredis' {
     ): Result<number, Context>;
     confirmSlot(pending: string, userId: string): Result<number, Context>;
     adoptHolders(remaining: string, users: string, ...userIds: string[]): Result<number, Context>;
+    returnLeakedSlots(
+      remaining: string,
+      users: string,
+      pending: string,
+      lock: string,
+      slots: number,
+      lockMs: number,
+      ...userIds: string[]
+    ): Result<number, Context>;
     publishCampaign(
       window: string,
       remaining: string,
@@ -56,6 +65,7 @@ const SCRIPTS = {
   closeSlots: 4,
   confirmSlot: 1,
   adoptHolders: 2,
+  returnLeakedSlots: 4,
   publishCampaign: 5,
 } as const;
 
@@ -69,6 +79,14 @@ const STAGE_CHUNK = 5_000;
  * The keys of one campaign. The `{campaignId}` hash tag puts them in one Redis Cluster slot, so
  * each script touches keys of a single slot and runs unchanged on a cluster.
  */
+export interface SlotCounts {
+  readonly remaining: number;
+  /** Users marked served: holders and pending claimers. */
+  readonly users: number;
+  /** Claims not yet confirmed. */
+  readonly pending: number;
+}
+
 export function campaignKeys(prefix: string, campaignId: string) {
   const base = `${prefix}campaign:{${campaignId}}`;
   return {
@@ -153,12 +171,37 @@ export class RedisSlotGate implements SlotGate {
     return released === 1;
   }
 
-  async countSlots(campaignId: string): Promise<{ remaining: number; users: number } | undefined> {
+  async countSlots(campaignId: string): Promise<SlotCounts | undefined> {
     const k = this.keys(campaignId);
-    const [remaining, users] = await this.call('counting slots', () =>
-      Promise.all([this.redis.get(k.remaining), this.redis.scard(k.users)]),
+    // One MULTI: the three counts describe the same instant.
+    const replies = await this.call('counting slots', async () =>
+      this.redis.multi().get(k.remaining).scard(k.users).zcard(k.pending).exec(),
     );
-    return remaining === null ? undefined : { remaining: Number(remaining), users };
+    const [remaining, users, pending] = (replies ?? []).map(([, value]) => value);
+    if (remaining === null || remaining === undefined) return undefined;
+    return { remaining: Number(remaining), users: Number(users), pending: Number(pending) };
+  }
+
+  async returnLeakedSlots(campaignId: string, slots: number, holders: readonly string[]): Promise<number> {
+    const k = this.keys(campaignId);
+    const held = new Set(holders);
+    const [served, pending] = await this.call('reading served users', () =>
+      Promise.all([this.redis.smembers(k.users), this.redis.zrange(k.pending, '0', '-1')]),
+    );
+    const waiting = new Set(pending);
+    const stale = served.filter((user) => !held.has(user) && !waiting.has(user));
+    const returned = await this.call('returning leaked slots', () =>
+      this.redis.returnLeakedSlots(
+        k.remaining,
+        k.users,
+        k.pending,
+        `${k.users}:repair`,
+        slots,
+        30_000,
+        ...stale,
+      ),
+    );
+    return Math.max(0, returned);
   }
 
   /** Users marked served (holders and pending claimers), or undefined when there are more than `limit`. */

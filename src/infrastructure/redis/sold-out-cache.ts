@@ -127,8 +127,14 @@ export class SoldOutCachingGate implements SlotGate {
     return this.gate.closeSlots(campaignId, userId);
   }
 
-  countSlots(campaignId: string): Promise<{ remaining: number; users: number } | undefined> {
+  countSlots(campaignId: string): Promise<{ remaining: number; users: number; pending: number } | undefined> {
     return this.gate.countSlots(campaignId);
+  }
+
+  async returnLeakedSlots(campaignId: string, slots: number, holders: readonly string[]): Promise<number> {
+    const returned = await this.gate.returnLeakedSlots(campaignId, slots, holders);
+    if (returned > 0) await this.announceSlotBack(campaignId);
+    return returned;
   }
 
   adoptHolders(campaignId: string, userIds: readonly string[]): Promise<number> {
