@@ -8,8 +8,10 @@ import { adminAuthInterceptor } from './api/admin-auth.ts';
 import { corsMiddleware } from './api/cors.ts';
 import { couponServiceImpl } from './api/coupon-service.ts';
 import { domainErrorInterceptor } from './api/errors.ts';
+import { checkDependencies, type HealthProbe, healthServiceImpl, httpHealthHandler } from './api/health.ts';
 import { observabilityInterceptor } from './api/observability.ts';
 import { clientAddress, clientAddressKey, rateLimitInterceptor } from './api/rate-limit.ts';
+import { registerReflection } from './api/reflection.ts';
 import { createPolyglotServer } from './api/server.ts';
 import { CampaignService } from './application/campaign-service.ts';
 import { CouponIssuer } from './application/issue-coupon.ts';
@@ -17,6 +19,8 @@ import type { CampaignRepository, CouponRepository } from './application/ports.t
 import { ClaimReconciler } from './application/reconcile-claims.ts';
 import type { Config } from './config.ts';
 import { CouponService } from './gen/coupon/v1/coupon_pb.js';
+import { file_coupon_v1_errors } from './gen/coupon/v1/errors_pb.js';
+import { Health } from './gen/grpc/health/v1/health_pb.js';
 import { MikroOrmCampaignRepository } from './infrastructure/db/campaign-repository.ts';
 import { MikroOrmCouponRepository } from './infrastructure/db/coupon-repository.ts';
 import { GroupCommitCouponRepository } from './infrastructure/db/group-commit.ts';
@@ -170,8 +174,21 @@ export async function buildApp(
   logger: Logger = pino({ level: config.logLevel }),
 ): Promise<App> {
   const services = await buildServices(config, logger);
+  let draining = false;
+  const probe: HealthProbe = {
+    isDraining: () => draining,
+    // Each check bounded below the handlers' 1 s limit, so /readyz names the one that hangs.
+    dependenciesReady: () =>
+      checkDependencies(
+        { redis: () => services.redis.ping(), database: () => services.db.isConnected() },
+        800,
+      ),
+  };
   const rpc = connectNodeAdapter({
-    routes: (router) => router.service(CouponService, couponServiceImpl(services)),
+    routes: (router) => {
+      router.service(CouponService, couponServiceImpl(services)).service(Health, healthServiceImpl(probe));
+      registerReflection(router, [file_coupon_v1_errors]);
+    },
     // Outermost first: observe every call, then authenticate, then map domain errors to codes.
     interceptors: [
       observabilityInterceptor(services.metrics, logger),
@@ -190,7 +207,9 @@ export async function buildApp(
     writeMaxBytes: MAX_MESSAGE_BYTES,
   });
   const cors = corsMiddleware(config.corsOrigins);
+  const health = httpHealthHandler(probe);
   const server = createPolyglotServer((request, response) => {
+    if (health(request, response)) return;
     if (request.method === 'GET' && request.url === '/metrics') {
       services.metrics.render().then(
         ({ contentType, body }) => {
@@ -214,6 +233,7 @@ export async function buildApp(
     services,
     listen: () => server.listen(config.port, config.host),
     async close() {
+      draining = true;
       await server.close(config.shutdownGraceMs);
       await services.close();
     },
