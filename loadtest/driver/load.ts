@@ -1,0 +1,160 @@
+import * as hdr from 'hdr-histogram-js';
+import { connectJsonRequest, Http1Connection, outcomeOf } from './http1-client.ts';
+
+export interface LoadResult {
+  readonly requests: number;
+  readonly seconds: number;
+  readonly perSecond: number;
+  /** Latency percentiles in milliseconds. */
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+  readonly max: number;
+  readonly outcomes: Record<string, number>;
+  /** Requests whose intended send time passed while every connection was busy (open loop only). */
+  readonly late: number;
+  /** Share of one core the driver itself used. */
+  readonly driverCpu: number;
+}
+
+export interface Target {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface LoadPlan {
+  readonly connections: number;
+  /** Builds request number `i`; returning undefined ends the run (closed loop). */
+  readonly request: (i: number) => Buffer | undefined;
+  /** Closed loop: stop after this long. */
+  readonly durationMs?: number;
+  /** Open loop: send at this rate (requests per second) for `durationMs`. */
+  readonly ratePerSecond?: number;
+}
+
+function summary(
+  histogram: hdr.Histogram,
+  outcomes: Record<string, number>,
+  started: number,
+  cpuStart: NodeJS.CpuUsage,
+  late: number,
+): LoadResult {
+  const seconds = (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpuStart);
+  const ms = (us: number) => Math.round(us / 10) / 100;
+  return {
+    requests: histogram.totalCount,
+    seconds: Math.round(seconds * 100) / 100,
+    perSecond: Math.round(histogram.totalCount / seconds),
+    p50: ms(histogram.getValueAtPercentile(50)),
+    p90: ms(histogram.getValueAtPercentile(90)),
+    p99: ms(histogram.getValueAtPercentile(99)),
+    max: ms(histogram.maxValue),
+    outcomes,
+    late,
+    driverCpu: Math.round(((cpu.user + cpu.system) / 1e6 / seconds) * 100) / 100,
+  };
+}
+
+/**
+ * Drives load over `connections` keep-alive HTTP/1.1 connections. Closed loop: each connection
+ * sends its next request as soon as the previous answer arrives. Open loop: requests are due at a
+ * fixed rate and latency is measured from when each was due, so a stalled server cannot hide
+ * its queueing (no coordinated omission).
+ */
+export async function runLoad(target: Target, plan: LoadPlan): Promise<LoadResult> {
+  const connections = await Promise.all(
+    Array.from({ length: plan.connections }, () => Http1Connection.open(target.host, target.port)),
+  );
+  const histogram = hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 120_000_000,
+    numberOfSignificantValueDigits: 3,
+  });
+  const outcomes: Record<string, number> = {};
+  const record = (dueAt: number, outcome: string) => {
+    histogram.recordValue(Math.max(1, Math.round((performance.now() - dueAt) * 1000)));
+    outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+  };
+  const cpuStart = process.cpuUsage();
+  const started = performance.now();
+  const deadline = plan.durationMs === undefined ? Number.POSITIVE_INFINITY : started + plan.durationMs;
+  let next = 0;
+  let late = 0;
+
+  try {
+    if (plan.ratePerSecond === undefined) {
+      await Promise.all(
+        connections.map(async (connection) => {
+          while (performance.now() < deadline) {
+            const request = plan.request(next++);
+            if (!request) return;
+            const sentAt = performance.now();
+            const reply = await connection.send(request).catch(() => undefined);
+            record(sentAt, reply ? outcomeOf(reply) : 'connection_error');
+          }
+        }),
+      );
+    } else {
+      const interval = 1000 / plan.ratePerSecond;
+      const idle = [...connections];
+      const backlog: { dueAt: number; request: Buffer }[] = [];
+      const inFlight = new Set<Promise<void>>();
+      const dispatch = (connection: Http1Connection, item: { dueAt: number; request: Buffer }) => {
+        const flight = connection.send(item.request).then(
+          (reply) => record(item.dueAt, outcomeOf(reply)),
+          () => record(item.dueAt, 'connection_error'),
+        );
+        const tracked = flight.finally(() => {
+          inFlight.delete(tracked);
+          const queued = backlog.shift();
+          if (queued) dispatch(connection, queued);
+          else idle.push(connection);
+        });
+        inFlight.add(tracked);
+      };
+      while (performance.now() < deadline) {
+        const dueAt = started + next * interval;
+        const wait = dueAt - performance.now();
+        if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+        const request = plan.request(next++);
+        if (!request) break;
+        const connection = idle.pop();
+        if (connection) dispatch(connection, { dueAt, request });
+        else {
+          late++;
+          backlog.push({ dueAt, request });
+        }
+      }
+      while (inFlight.size > 0 || backlog.length > 0) await Promise.race(inFlight);
+    }
+  } finally {
+    for (const connection of connections) connection.close();
+  }
+  return summary(histogram, outcomes, started, cpuStart, late);
+}
+
+/** One request over a fresh connection, for setup steps and GetCampaign timing. */
+export async function callOnce(
+  target: Target,
+  method: string,
+  message: unknown,
+  headers: string[] = [],
+): Promise<{ status: number; json: unknown; bytes: number; ms: number }> {
+  const connection = await Http1Connection.open(target.host, target.port);
+  try {
+    const started = performance.now();
+    const reply = await connection.send(
+      connectJsonRequest(`${target.host}:${target.port}`, method, message, headers),
+    );
+    const ms = performance.now() - started;
+    return {
+      status: reply.status,
+      json: JSON.parse(reply.body.toString('utf8')),
+      bytes: reply.body.length,
+      ms,
+    };
+  } finally {
+    connection.close();
+  }
+}
