@@ -43,8 +43,8 @@ const schema = z.object({
   RECONCILE_INTERVAL_MS: positiveInt.default(5_000),
   /** SHUTDOWN_GRACE_MS: how long SIGTERM waits for in-flight calls before closing connections. */
   SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
-  /** ISSUE_RATE_LIMIT_PER_USER: IssueCoupon calls per second per user id, shared across instances. */
-  ISSUE_RATE_LIMIT_PER_USER: positiveInt.default(20),
+  /** ISSUE_RATE_LIMIT_PER_USER: IssueCoupon calls per second per user id, shared across instances; 0 is off. */
+  ISSUE_RATE_LIMIT_PER_USER: z.coerce.number().int().min(0).default(20),
   /** ISSUE_RATE_LIMIT_PER_IP: IssueCoupon calls per second per client address; 0 (default) is off. */
   ISSUE_RATE_LIMIT_PER_IP: z.coerce.number().int().min(0).default(0),
   /** TRUST_PROXY: take the client address from X-Forwarded-For (only behind a proxy you run). */

@@ -50,7 +50,7 @@ function limiter(options: RateLimitOptions, scope: string, points: number): Rate
  * coupon.v1.RateLimited detail saying when to retry, so it is never mistaken for "sold out".
  */
 export function rateLimitInterceptor(options: RateLimitOptions): Interceptor {
-  const perUser = limiter(options, 'user', options.perUser);
+  const perUser = options.perUser > 0 ? limiter(options, 'user', options.perUser) : undefined;
   const perIp = options.perIp > 0 ? limiter(options, 'ip', options.perIp) : undefined;
   const consume = async (rateLimiter: RateLimiterRedis, scope: string, limit: number, key: string) => {
     try {
@@ -80,7 +80,7 @@ export function rateLimitInterceptor(options: RateLimitOptions): Interceptor {
     if (request.method.name === 'IssueCoupon') {
       if (perIp) await consume(perIp, 'ip', options.perIp, request.contextValues.get(clientAddressKey));
       const userId = (request.message as { userId?: unknown }).userId;
-      if (typeof userId === 'string' && userId.length > 0) {
+      if (perUser && typeof userId === 'string' && userId.length > 0) {
         await consume(perUser, 'user', options.perUser, userId);
       }
     }
