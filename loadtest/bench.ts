@@ -156,6 +156,21 @@ try {
   const service = await serviceTarget();
   const noop = scenarios.has('noop') ? await noopTarget() : undefined;
 
+  // Warm both servers up (JIT, pools, scripts) before anything is measured.
+  const warmUpMs = quick ? 1_000 : 4_000;
+  const warmUp = await createCampaign(service, 10_000_000);
+  await runLoad(service, {
+    connections,
+    durationMs: warmUpMs,
+    request: issueRequests(service, warmUp.id, `warm-${run}`),
+  });
+  if (noop)
+    await runLoad(noop, {
+      connections,
+      durationMs: warmUpMs,
+      request: issueRequests(noop, 'noop', `warm-${run}`),
+    });
+
   if (noop) {
     const result = await runLoad(noop, {
       connections,
