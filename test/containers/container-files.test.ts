@@ -1,0 +1,84 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+
+// No Docker engine runs on the CI machine: these checks lint the files' structure instead.
+const root = new URL('../../', import.meta.url);
+const dockerfile = readFileSync(new URL('Dockerfile', root), 'utf8');
+const compose = parse(readFileSync(new URL('docker-compose.yml', root), 'utf8')) as {
+  services: Record<
+    string,
+    {
+      build?: unknown;
+      image?: string;
+      ports?: string[];
+      healthcheck?: { test?: unknown };
+      depends_on?: Record<string, { condition?: string }>;
+      environment?: Record<string, string>;
+    }
+  >;
+};
+
+/** Dockerfile instructions, continuation lines joined, comments dropped. */
+const instructions = dockerfile
+  .replace(/\\\n/g, ' ')
+  .split('\n')
+  .map((line) => line.trim())
+  .filter((line) => line.length > 0 && !line.startsWith('#'));
+
+describe('Dockerfile', () => {
+  it('is multi-stage on Node 24', () => {
+    const froms = instructions.filter((line) => line.startsWith('FROM '));
+    expect(froms.length).toBeGreaterThanOrEqual(2);
+    expect(froms.every((line) => /^FROM node:24[-.\w]*( AS \w+)?$/i.test(line))).toBe(true);
+  });
+
+  it('installs production dependencies only, from the lockfile', () => {
+    expect(instructions.some((line) => line.startsWith('RUN ') && line.includes('npm ci --omit=dev'))).toBe(
+      true,
+    );
+  });
+
+  it('copies what the app reads at run time: src (code, generated messages, Lua scripts) and package.json', () => {
+    expect(instructions).toContain('COPY --chown=node:node src ./src');
+    expect(instructions.some((line) => /^COPY .*package\.json/.test(line))).toBe(true);
+  });
+
+  it('runs as a non-root user, with node as PID 1 in exec form so SIGTERM reaches it', () => {
+    const user = instructions.findIndex((line) => line.startsWith('USER '));
+    const cmd = instructions.findIndex((line) => line.startsWith('CMD '));
+    expect(user).toBeGreaterThan(-1);
+    expect(instructions[user]).not.toMatch(/USER (root|0)\b/);
+    expect(user).toBeLessThan(cmd);
+    expect(instructions[cmd]).toBe('CMD ["node", "src/main.ts"]');
+    expect(instructions).toContain('STOPSIGNAL SIGTERM');
+  });
+
+  it('has a healthcheck on /readyz and fetches nothing remote', () => {
+    expect(instructions.some((line) => line.startsWith('HEALTHCHECK') && line.includes('/readyz'))).toBe(
+      true,
+    );
+    expect(instructions.some((line) => /^ADD\s+https?:/i.test(line))).toBe(false);
+  });
+});
+
+describe('docker-compose.yml', () => {
+  it('runs the app, MySQL 8.4 and Redis 7, each with a healthcheck', () => {
+    expect(Object.keys(compose.services).sort()).toEqual(['app', 'mysql', 'redis']);
+    expect(compose.services.mysql?.image).toBe('mysql:8.4');
+    expect(compose.services.redis?.image).toMatch(/^redis:7/);
+    for (const service of Object.values(compose.services)) expect(service.healthcheck?.test).toBeDefined();
+  });
+
+  it('starts the app only once MySQL and Redis are healthy, and serves it on 8080', () => {
+    const app = compose.services.app;
+    expect(app?.build).toBeDefined();
+    expect(app?.depends_on).toEqual({
+      mysql: { condition: 'service_healthy' },
+      redis: { condition: 'service_healthy' },
+    });
+    expect(app?.ports).toContain('8080:8080');
+    expect(app?.environment?.DATABASE_URL).toBe('mysql://root@mysql:3306/coupon');
+    expect(app?.environment?.REDIS_URL).toBe('redis://redis:6379/0');
+  });
+});
