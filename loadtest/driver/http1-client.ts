@@ -14,6 +14,7 @@ export class Http1Connection {
   private readonly socket: net.Socket;
   private buffer: Buffer = Buffer.alloc(0);
   private waiting: { resolve(reply: Reply): void; reject(error: Error): void } | undefined;
+  private closed = false;
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
@@ -28,7 +29,10 @@ export class Http1Connection {
       waiting?.reject(error);
     };
     socket.on('error', fail);
-    socket.on('close', () => fail(new Error('connection closed')));
+    socket.on('close', () => {
+      this.closed = true;
+      fail(new Error('connection closed'));
+    });
   }
 
   static open(host: string, port: number): Promise<Http1Connection> {
@@ -39,6 +43,8 @@ export class Http1Connection {
   }
 
   send(request: Buffer): Promise<Reply> {
+    // The server closes keep-alive connections idle for a few seconds: say so instead of waiting forever.
+    if (this.closed) return Promise.reject(new Error('connection closed'));
     return new Promise((resolve, reject) => {
       this.waiting = { resolve, reject };
       this.socket.write(request);

@@ -119,14 +119,15 @@ export async function runLoad(target: Target, plan: LoadPlan): Promise<LoadResul
         if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
         const request = plan.request(next++);
         if (!request) break;
-        const connection = idle.pop();
+        // First in, first out: every connection stays busy, so none idles into the server's keep-alive timeout.
+        const connection = idle.shift();
         if (connection) dispatch(connection, { dueAt, request });
         else {
           late++;
           backlog.push({ dueAt, request });
         }
       }
-      while (inFlight.size > 0 || backlog.length > 0) await Promise.race(inFlight);
+      while (inFlight.size > 0) await Promise.race(inFlight);
     }
   } finally {
     for (const connection of connections) connection.close();
