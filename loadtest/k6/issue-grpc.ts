@@ -7,7 +7,15 @@ import { check } from 'k6';
 import { Counter } from 'k6/metrics';
 import grpc from 'k6/net/grpc';
 import type { Options } from 'k6/options';
-import { campaignRequest, type SetupData, scenario, settings, uniqueUser } from './lib.ts';
+import {
+  type CampaignRead,
+  campaignRequest,
+  countsAreExact,
+  type SetupData,
+  scenario,
+  settings,
+  uniqueUser,
+} from './lib.ts';
 
 const issued = new Counter('coupons_issued');
 const soldOut = new Counter('coupons_sold_out');
@@ -72,14 +80,7 @@ export default function (data: SetupData): void {
 export function teardown(data: SetupData): void {
   client.connect(settings.grpcAddress, { plaintext: true });
   const response = client.invoke('coupon.v1.CouponService/GetCampaign', { name: data.campaignName });
-  const body = response.message as { campaign: { issuedCount?: string }; couponCodes?: string[] };
-  const issuedCount = Number(body.campaign.issuedCount ?? '0');
-  const codes = body.couponCodes ?? [];
-  const exact = check(response, {
-    'issued_count == amount': () => issuedCount === settings.amount,
-    'one code per coupon': () => codes.length === issuedCount,
-    'codes are unique': () => new Set(codes).size === codes.length,
-  });
+  const exact = countsAreExact(response.message as CampaignRead);
   if (!exact) countMismatch.add(1);
   client.close();
 }

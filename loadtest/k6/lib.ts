@@ -1,4 +1,5 @@
-// Shared by the k6 scripts: settings from the environment, request bodies, unique users.
+// Shared by the k6 scripts: settings from the environment, request bodies, unique users, the final count check.
+import { check } from 'k6';
 
 /** A setting from `-e NAME=value`, or its default. */
 export function setting(name: string, fallback: string): string {
@@ -44,4 +45,21 @@ export function campaignRequest(): { name: string; amount: string; issuedAt: str
 export interface SetupData {
   readonly campaignId: string;
   readonly campaignName: string;
+}
+
+/** The campaign as GetCampaign returns it (JSON names, int64 as strings). */
+export interface CampaignRead {
+  readonly campaign: { readonly issuedCount?: string };
+  readonly couponCodes?: readonly string[];
+}
+
+/** True when the campaign ended exact: issued_count == AMOUNT, one unique code per coupon. */
+export function countsAreExact(read: CampaignRead): boolean {
+  const issuedCount = Number(read.campaign.issuedCount ?? '0');
+  const codes = read.couponCodes ?? [];
+  return check(read, {
+    'issued_count == amount': () => issuedCount === settings.amount,
+    'one code per coupon': () => codes.length === issuedCount,
+    'codes are unique': () => new Set(codes).size === codes.length,
+  });
 }
