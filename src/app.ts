@@ -10,7 +10,7 @@ import { couponServiceImpl } from './api/coupon-service.ts';
 import { domainErrorInterceptor } from './api/errors.ts';
 import { checkDependencies, type HealthProbe, healthServiceImpl, httpHealthHandler } from './api/health.ts';
 import { observabilityInterceptor } from './api/observability.ts';
-import { clientAddress, clientAddressKey, rateLimitInterceptor } from './api/rate-limit.ts';
+import { clientAddress, clientAddressKey, ipRateLimitInterceptor } from './api/rate-limit.ts';
 import { registerReflection } from './api/reflection.ts';
 import { createPolyglotServer } from './api/server.ts';
 import { CampaignService } from './application/campaign-service.ts';
@@ -109,7 +109,11 @@ export async function buildServices(
     breaker.on('failure', () => metrics.dependencyErrors.inc({ dependency }));
   }
 
-  const redisGate = new RedisSlotGate(redis, { keyPrefix: config.redisKeyPrefix, breaker: breakers.redis });
+  const redisGate = new RedisSlotGate(redis, {
+    keyPrefix: config.redisKeyPrefix,
+    breaker: breakers.redis,
+    claimsPerUserPerSecond: config.issueRateLimitPerUser,
+  });
   const subscriber = redis.duplicate({ enableOfflineQueue: true });
   subscriber.on('error', () => undefined);
   const gate = await SoldOutCachingGate.create(redisGate, redis, subscriber, {
@@ -193,10 +197,9 @@ export async function buildApp(
     interceptors: [
       observabilityInterceptor(services.metrics, logger),
       ...(config.adminToken ? [adminAuthInterceptor(config.adminToken)] : []),
-      rateLimitInterceptor({
+      ipRateLimitInterceptor({
         redis: services.redis,
         keyPrefix: config.redisKeyPrefix,
-        perUser: config.issueRateLimitPerUser,
         perIp: config.issueRateLimitPerIp,
       }),
       domainErrorInterceptor,

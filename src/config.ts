@@ -43,7 +43,7 @@ const schema = z.object({
   RECONCILE_INTERVAL_MS: positiveInt.default(5_000),
   /** SHUTDOWN_GRACE_MS: how long SIGTERM waits for in-flight calls before closing connections. */
   SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
-  /** ISSUE_RATE_LIMIT_PER_USER: IssueCoupon calls per second per user id, shared across instances; 0 is off. */
+  /** ISSUE_RATE_LIMIT_PER_USER: IssueCoupon calls per second per user id and campaign, counted by the claim script in Redis (shared by every instance); 0 is off. */
   ISSUE_RATE_LIMIT_PER_USER: z.coerce.number().int().min(0).default(20),
   /** ISSUE_RATE_LIMIT_PER_IP: IssueCoupon calls per second per client address; 0 (default) is off. */
   ISSUE_RATE_LIMIT_PER_IP: z.coerce.number().int().min(0).default(0),

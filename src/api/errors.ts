@@ -1,6 +1,9 @@
+import { create } from '@bufbuild/protobuf';
+import { DurationSchema } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import { DependencyUnavailableError } from '../application/ports.ts';
-import { DomainError, type DomainErrorKind } from '../domain/errors.ts';
+import { DomainError, type DomainErrorKind, RateLimitedError } from '../domain/errors.ts';
+import { RateLimitedSchema } from '../gen/coupon/v1/errors_pb.js';
 
 const CODE_OF: Record<DomainErrorKind, Code> = {
   'invalid-argument': Code.InvalidArgument,
@@ -9,10 +12,33 @@ const CODE_OF: Record<DomainErrorKind, Code> = {
   'already-issued': Code.AlreadyExists,
   'campaign-not-open': Code.FailedPrecondition,
   'sold-out': Code.ResourceExhausted,
+  'rate-limited': Code.ResourceExhausted,
 };
+
+/**
+ * RESOURCE_EXHAUSTED like "sold out", but with a message starting "rate limited" and a
+ * coupon.v1.RateLimited detail saying when to retry, so a client never mistakes one for the other.
+ */
+function rateLimitedError(error: RateLimitedError): ConnectError {
+  const retryMs = Math.max(1, Math.ceil(error.retryAfterMs));
+  const limited = new ConnectError(error.message, Code.ResourceExhausted);
+  limited.details.push({
+    desc: RateLimitedSchema,
+    value: create(RateLimitedSchema, {
+      scope: error.scope,
+      limitPerSecond: BigInt(error.limitPerSecond),
+      retryAfter: create(DurationSchema, {
+        seconds: BigInt(Math.floor(retryMs / 1000)),
+        nanos: (retryMs % 1000) * 1_000_000,
+      }),
+    }),
+  });
+  return limited;
+}
 
 /** Turns what the application throws into the Connect error a client can act on. */
 export function toConnectError(error: unknown): unknown {
+  if (error instanceof RateLimitedError) return rateLimitedError(error);
   if (error instanceof DomainError) return new ConnectError(error.message, CODE_OF[error.kind]);
   if (error instanceof DependencyUnavailableError) return new ConnectError(error.message, Code.Unavailable);
   return error;

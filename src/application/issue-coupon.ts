@@ -4,6 +4,7 @@ import {
   AlreadyIssuedError,
   CampaignNotFoundError,
   CampaignNotOpenError,
+  RateLimitedError,
   SoldOutError,
 } from '../domain/errors.ts';
 import {
@@ -73,6 +74,8 @@ export class CouponIssuer {
         throw new AlreadyIssuedError(campaignId, userId);
       case 'sold-out':
         throw new SoldOutError(campaignId);
+      case 'rate-limited':
+        throw new RateLimitedError('user', claim.limitPerSecond, claim.retryAfterMs);
       case 'not-loaded':
         throw new DependencyUnavailableError(
           'redis',

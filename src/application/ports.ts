@@ -38,7 +38,9 @@ export type ClaimOutcome =
   | { readonly status: 'ended'; readonly closedAt: Date }
   | { readonly status: 'duplicate' }
   | { readonly status: 'sold-out' }
-  | { readonly status: 'not-loaded' };
+  | { readonly status: 'not-loaded' }
+  /** The user called more often than the gate's per-user limit allows in this second. */
+  | { readonly status: 'rate-limited'; readonly limitPerSecond: number; readonly retryAfterMs: number };
 
 /** Everything the gate needs to judge claims of one campaign, as recorded in the database. */
 export interface CampaignGateState {

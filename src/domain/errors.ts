@@ -12,7 +12,8 @@ export type DomainErrorKind =
   | 'campaign-name-taken'
   | 'already-issued'
   | 'campaign-not-open'
-  | 'sold-out';
+  | 'sold-out'
+  | 'rate-limited';
 
 export class InvalidArgumentError extends DomainError {
   readonly kind = 'invalid-argument';
@@ -61,5 +62,22 @@ export class SoldOutError extends DomainError {
   readonly kind = 'sold-out';
   constructor(campaignId: string) {
     super(`campaign ${campaignId} is sold out: every coupon has been issued`);
+  }
+}
+
+/** Too many calls in the current second; says who was limited and when a call will pass again. */
+export class RateLimitedError extends DomainError {
+  readonly kind = 'rate-limited';
+  readonly scope: 'user' | 'ip';
+  readonly limitPerSecond: number;
+  readonly retryAfterMs: number;
+  constructor(scope: 'user' | 'ip', limitPerSecond: number, retryAfterMs: number) {
+    const per = scope === 'user' ? 'this user on this campaign' : 'this address';
+    super(
+      `rate limited: more than ${limitPerSecond} IssueCoupon calls per second for ${per}; retry in ${retryAfterMs} ms`,
+    );
+    this.scope = scope;
+    this.limitPerSecond = limitPerSecond;
+    this.retryAfterMs = retryAfterMs;
   }
 }

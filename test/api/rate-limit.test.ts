@@ -10,11 +10,7 @@ import { isolatedConfig, openWindow, startApp, uniqueName } from '../support/ser
 let env: Awaited<ReturnType<typeof startApp>>;
 let campaignId: string;
 
-beforeAll(async () => {
-  env = await startApp(
-    isolatedConfig({ ISSUE_RATE_LIMIT_PER_USER: '3', ISSUE_RATE_LIMIT_PER_IP: '8', TRUST_PROXY: 'true' }),
-  );
-  const window = openWindow();
+async function createCampaign(window: { issuedAt: Date; expiresAt: Date }): Promise<string> {
   const { campaign } = await client('198.51.100.1').createCampaign(
     create(CreateCampaignRequestSchema, {
       name: uniqueName('limits'),
@@ -23,7 +19,14 @@ beforeAll(async () => {
       expiresAt: timestampFromDate(window.expiresAt),
     }),
   );
-  campaignId = campaign?.id ?? '';
+  return campaign?.id ?? '';
+}
+
+beforeAll(async () => {
+  env = await startApp(
+    isolatedConfig({ ISSUE_RATE_LIMIT_PER_USER: '3', ISSUE_RATE_LIMIT_PER_IP: '8', TRUST_PROXY: 'true' }),
+  );
+  campaignId = await createCampaign(openWindow());
 });
 afterAll(async () => {
   await env?.stop();
@@ -77,6 +80,22 @@ describe('rate limits on IssueCoupon', () => {
     await expect(
       client('203.0.113.11').issueCoupon({ campaignId, userId: 'calm-user' }),
     ).resolves.toBeDefined();
+  });
+
+  it('count a user per campaign, and refuse the user hammering a campaign before it opens', async () => {
+    const now = Date.now();
+    const upcoming = await createCampaign({
+      issuedAt: new Date(now + 60_000),
+      expiresAt: new Date(now + 120_000),
+    });
+    const bot = client('203.0.113.20');
+    const { rateLimited, others } = await outcomes(
+      Array.from({ length: 6 }, () => bot.issueCoupon({ campaignId: upcoming, userId: 'early-bot' })),
+    );
+    expect(rateLimited).toHaveLength(3);
+    expect(others.every((e) => e.code === Code.FailedPrecondition)).toBe(true);
+    // The same user on another campaign has a count of its own.
+    await expect(bot.issueCoupon({ campaignId, userId: 'early-bot' })).resolves.toBeDefined();
   });
 
   it('refuse an address over the per-IP limit (X-Forwarded-For trusted), and not another address', async () => {

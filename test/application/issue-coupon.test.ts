@@ -10,13 +10,14 @@ import {
   InvalidArgumentError,
   SoldOutError,
 } from '../../src/domain/errors.ts';
-import { openWindow, startServices, uniqueName } from '../support/services.ts';
+import { isolatedConfig, openWindow, startServices, uniqueName } from '../support/services.ts';
 
 let env: Awaited<ReturnType<typeof startServices>>;
 let services: Services;
 
 beforeAll(async () => {
-  env = await startServices();
+  // These tests judge claims; the per-user rate limit has its own (test/api/rate-limit.test.ts).
+  env = await startServices(isolatedConfig({ ISSUE_RATE_LIMIT_PER_USER: '0' }));
   services = env.services;
 });
 afterAll(async () => {

@@ -17,7 +17,9 @@ declare module 'ioredis' {
       remaining: string,
       users: string,
       pending: string,
+      userCalls: string,
       userId: string,
+      callsPerSecond: number,
     ): Result<number[], Context>;
     releaseSlot(
       window: string,
@@ -59,7 +61,7 @@ declare module 'ioredis' {
 }
 
 const SCRIPTS = {
-  claimSlot: 4,
+  claimSlot: 5,
   releaseSlot: 4,
   closeSlots: 4,
   adoptHolders: 2,
@@ -67,7 +69,15 @@ const SCRIPTS = {
   publishCampaign: 5,
 } as const;
 
-const CLAIM_STATUS = { claimed: 0, notStarted: 1, ended: 2, duplicate: 3, soldOut: 4, notLoaded: 5 } as const;
+const CLAIM_STATUS = {
+  claimed: 0,
+  notStarted: 1,
+  ended: 2,
+  duplicate: 3,
+  soldOut: 4,
+  notLoaded: 5,
+  rateLimited: 6,
+} as const;
 
 /** Keys outlive the campaign by a day, so late callers still hear "ended" without a database read. */
 const KEEP_AFTER_CLOSE_MS = 24 * 60 * 60 * 1000;
@@ -92,6 +102,8 @@ export function campaignKeys(prefix: string, campaignId: string) {
     remaining: `${base}:remaining`,
     users: `${base}:users`,
     pending: `${base}:pending`,
+    /** Followed by a user id: that user's claim attempts in the current second. */
+    userCalls: `${base}:calls:`,
   };
 }
 
@@ -100,6 +112,8 @@ export interface RedisSlotGateOptions {
   readonly keyPrefix: string;
   /** Fails calls at once while Redis is known to be down. */
   readonly breaker?: DependencyBreaker;
+  /** Claims one user may attempt per campaign per second, counted by the claim script; 0 or absent: no limit. */
+  readonly claimsPerUserPerSecond?: number;
 }
 
 /** The slot gate on Redis: one Lua script per decision, each atomic, loaded once and called by SHA. */
@@ -107,6 +121,7 @@ export class RedisSlotGate implements SlotGate {
   private readonly redis: Redis;
   private readonly keyPrefix: string;
   private readonly breaker: DependencyBreaker | undefined;
+  private readonly claimsPerUserPerSecond: number;
   private confirms = new Map<
     string,
     { userIds: string[]; waiting: { resolve(): void; reject(error: unknown): void }[] }
@@ -117,6 +132,7 @@ export class RedisSlotGate implements SlotGate {
     this.redis = redis;
     this.keyPrefix = options.keyPrefix;
     this.breaker = options.breaker;
+    this.claimsPerUserPerSecond = options.claimsPerUserPerSecond ?? 0;
     for (const [name, numberOfKeys] of Object.entries(SCRIPTS)) {
       const file = `${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}.lua`;
       redis.defineCommand(name, { numberOfKeys, lua: readFileSync(new URL(file, import.meta.url), 'utf8') });
@@ -135,7 +151,15 @@ export class RedisSlotGate implements SlotGate {
   async claimSlot(campaignId: string, userId: string): Promise<ClaimOutcome> {
     const k = this.keys(campaignId);
     const [status, value, remaining] = await this.call('claiming a slot', () =>
-      this.redis.claimSlot(k.window, k.remaining, k.users, k.pending, userId),
+      this.redis.claimSlot(
+        k.window,
+        k.remaining,
+        k.users,
+        k.pending,
+        `${k.userCalls}${userId}`,
+        userId,
+        this.claimsPerUserPerSecond,
+      ),
     );
     switch (status) {
       case CLAIM_STATUS.claimed:
@@ -148,6 +172,12 @@ export class RedisSlotGate implements SlotGate {
         return { status: 'duplicate' };
       case CLAIM_STATUS.soldOut:
         return { status: 'sold-out' };
+      case CLAIM_STATUS.rateLimited:
+        return {
+          status: 'rate-limited',
+          limitPerSecond: this.claimsPerUserPerSecond,
+          retryAfterMs: Number(value),
+        };
       default:
         return { status: 'not-loaded' };
     }
