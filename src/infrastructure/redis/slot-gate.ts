@@ -9,18 +9,12 @@ import {
   type SlotGate,
 } from '../../application/ports.ts';
 import type { DependencyBreaker } from '../dependency-breaker.ts';
+import { TickBatcher } from './tick-batcher.ts';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    claimSlot(
-      window: string,
-      remaining: string,
-      users: string,
-      pending: string,
-      userCalls: string,
-      userId: string,
-      callsPerSecond: number,
-    ): Result<number[], Context>;
+    /** The number of keys comes first: 4 campaign keys and one call counter per user. */
+    claimSlots(numberOfKeys: number, ...keysThenArgs: (string | number)[]): Result<number[], Context>;
     releaseSlot(
       window: string,
       remaining: string,
@@ -60,14 +54,15 @@ declare module 'ioredis' {
   }
 }
 
-const SCRIPTS = {
-  claimSlot: 5,
+/** Each script's number of keys; undefined when the caller passes it (a key per user). */
+const SCRIPTS: Record<string, number | undefined> = {
+  claimSlots: undefined,
   releaseSlot: 4,
   closeSlots: 4,
   adoptHolders: 2,
   returnLeakedSlots: 4,
   publishCampaign: 5,
-} as const;
+};
 
 const CLAIM_STATUS = {
   claimed: 0,
@@ -78,6 +73,9 @@ const CLAIM_STATUS = {
   notLoaded: 5,
   rateLimited: 6,
 } as const;
+
+/** Claims (and confirms) of one campaign per Redis call at most; bounds how long one script runs. */
+const MAX_BATCH = 256;
 
 /** Keys outlive the campaign by a day, so late callers still hear "ended" without a database read. */
 const KEEP_AFTER_CLOSE_MS = 24 * 60 * 60 * 1000;
@@ -122,20 +120,23 @@ export class RedisSlotGate implements SlotGate {
   private readonly keyPrefix: string;
   private readonly breaker: DependencyBreaker | undefined;
   private readonly claimsPerUserPerSecond: number;
-  private confirms = new Map<
-    string,
-    { userIds: string[]; waiting: { resolve(): void; reject(error: unknown): void }[] }
-  >();
-  private confirmFlushScheduled = false;
+  private readonly claims: TickBatcher<string, ClaimOutcome>;
+  private readonly confirms: TickBatcher<string, void>;
 
   constructor(redis: Redis, options: RedisSlotGateOptions) {
     this.redis = redis;
     this.keyPrefix = options.keyPrefix;
     this.breaker = options.breaker;
     this.claimsPerUserPerSecond = options.claimsPerUserPerSecond ?? 0;
+    this.claims = new TickBatcher((campaignId, userIds) => this.claimBatch(campaignId, userIds), MAX_BATCH);
+    this.confirms = new TickBatcher(async (campaignId, userIds) => {
+      await this.call('confirming claims', () => this.redis.zrem(this.keys(campaignId).pending, ...userIds));
+      return [];
+    }, MAX_BATCH);
     for (const [name, numberOfKeys] of Object.entries(SCRIPTS)) {
       const file = `${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}.lua`;
-      redis.defineCommand(name, { numberOfKeys, lua: readFileSync(new URL(file, import.meta.url), 'utf8') });
+      const lua = readFileSync(new URL(file, import.meta.url), 'utf8');
+      redis.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });
     }
   }
 
@@ -148,19 +149,32 @@ export class RedisSlotGate implements SlotGate {
     return new Date(Number(seconds) * 1000 + Math.floor(Number(micros) / 1000));
   }
 
-  async claimSlot(campaignId: string, userId: string): Promise<ClaimOutcome> {
+  /**
+   * Claims arriving in the same turn of the event loop go to Redis as one script call per
+   * campaign, judged in arrival order exactly as one by one; each caller gets its own outcome.
+   */
+  claimSlot(campaignId: string, userId: string): Promise<ClaimOutcome> {
+    return this.claims.add(campaignId, userId);
+  }
+
+  private async claimBatch(campaignId: string, userIds: string[]): Promise<ClaimOutcome[]> {
     const k = this.keys(campaignId);
-    const [status, value, remaining] = await this.call('claiming a slot', () =>
-      this.redis.claimSlot(
+    const replies = await this.call('claiming slots', () =>
+      this.redis.claimSlots(
+        4 + userIds.length,
         k.window,
         k.remaining,
         k.users,
         k.pending,
-        `${k.userCalls}${userId}`,
-        userId,
+        ...userIds.map((userId) => `${k.userCalls}${userId}`),
         this.claimsPerUserPerSecond,
+        ...userIds,
       ),
     );
+    return userIds.map((_, i) => this.claimOutcome(replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]));
+  }
+
+  private claimOutcome(status: unknown, value: unknown, remaining: unknown): ClaimOutcome {
     switch (status) {
       case CLAIM_STATUS.claimed:
         return { status: 'claimed', claimedAt: new Date(Number(value)), remaining: Number(remaining) };
@@ -188,37 +202,7 @@ export class RedisSlotGate implements SlotGate {
    * callers at once) go to Redis as one ZREM per campaign instead of one command each.
    */
   confirmSlot(campaignId: string, userId: string): Promise<void> {
-    return new Promise((resolve, reject) => {
-      let batch = this.confirms.get(campaignId);
-      if (!batch) {
-        batch = { userIds: [], waiting: [] };
-        this.confirms.set(campaignId, batch);
-      }
-      batch.userIds.push(userId);
-      batch.waiting.push({ resolve, reject });
-      if (!this.confirmFlushScheduled) {
-        this.confirmFlushScheduled = true;
-        setImmediate(() => this.flushConfirms());
-      }
-    });
-  }
-
-  private flushConfirms(): void {
-    this.confirmFlushScheduled = false;
-    const batches = this.confirms;
-    this.confirms = new Map();
-    for (const [campaignId, batch] of batches) {
-      this.call('confirming claims', () =>
-        this.redis.zrem(this.keys(campaignId).pending, ...batch.userIds),
-      ).then(
-        () => {
-          for (const waiting of batch.waiting) waiting.resolve();
-        },
-        (error: unknown) => {
-          for (const waiting of batch.waiting) waiting.reject(error);
-        },
-      );
-    }
+    return this.confirms.add(campaignId, userId);
   }
 
   async releaseSlot(campaignId: string, userId: string, claimedAtMs?: number): Promise<boolean> {

@@ -1,0 +1,58 @@
+/**
+ * Coalesces calls made in the same turn of the event loop into one call per key: under load many
+ * requests arrive per turn, and one Redis command for all of them costs about as much as one for
+ * each would cost alone. Items keep their arrival order; each caller gets its own result.
+ */
+export class TickBatcher<Item, Result> {
+  private readonly run: (key: string, items: Item[]) => Promise<readonly Result[]>;
+  private readonly maxBatch: number;
+  private pending = new Map<
+    string,
+    { items: Item[]; waiting: { resolve(result: Result): void; reject(error: unknown): void }[] }
+  >();
+  private flushScheduled = false;
+
+  /**
+   * `run` gets a key's items in arrival order, at most `maxBatch` at a time, and answers one
+   * result per item in the same order; if it throws, every item of that call fails with it.
+   */
+  constructor(run: (key: string, items: Item[]) => Promise<readonly Result[]>, maxBatch: number) {
+    this.run = run;
+    this.maxBatch = maxBatch;
+  }
+
+  add(key: string, item: Item): Promise<Result> {
+    return new Promise((resolve, reject) => {
+      let batch = this.pending.get(key);
+      if (!batch) {
+        batch = { items: [], waiting: [] };
+        this.pending.set(key, batch);
+      }
+      batch.items.push(item);
+      batch.waiting.push({ resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const batches = this.pending;
+    this.pending = new Map();
+    for (const [key, batch] of batches) {
+      for (let start = 0; start < batch.items.length; start += this.maxBatch) {
+        const waiting = batch.waiting.slice(start, start + this.maxBatch);
+        this.run(key, batch.items.slice(start, start + this.maxBatch)).then(
+          (results) => {
+            for (let i = 0; i < waiting.length; i++) waiting[i]?.resolve(results[i] as Result);
+          },
+          (error: unknown) => {
+            for (const caller of waiting) caller.reject(error);
+          },
+        );
+      }
+    }
+  }
+}
