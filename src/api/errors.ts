@@ -15,13 +15,24 @@ const CODE_OF: Record<DomainErrorKind, Code> = {
   'rate-limited': Code.ResourceExhausted,
 };
 
+/** A ConnectError for an expected refusal: without a stack trace, which no one reads and costs more than the answer. */
+function refusal(message: string, code: Code): ConnectError {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return new ConnectError(message, code);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
 /**
  * RESOURCE_EXHAUSTED like "sold out", but with a message starting "rate limited" and a
  * coupon.v1.RateLimited detail saying when to retry, so a client never mistakes one for the other.
  */
 function rateLimitedError(error: RateLimitedError): ConnectError {
   const retryMs = Math.max(1, Math.ceil(error.retryAfterMs));
-  const limited = new ConnectError(error.message, Code.ResourceExhausted);
+  const limited = refusal(error.message, Code.ResourceExhausted);
   limited.details.push({
     desc: RateLimitedSchema,
     value: create(RateLimitedSchema, {
@@ -39,7 +50,7 @@ function rateLimitedError(error: RateLimitedError): ConnectError {
 /** Turns what the application throws into the Connect error a client can act on. */
 export function toConnectError(error: unknown): unknown {
   if (error instanceof RateLimitedError) return rateLimitedError(error);
-  if (error instanceof DomainError) return new ConnectError(error.message, CODE_OF[error.kind]);
+  if (error instanceof DomainError) return refusal(error.message, CODE_OF[error.kind]);
   if (error instanceof DependencyUnavailableError) return new ConnectError(error.message, Code.Unavailable);
   return error;
 }

@@ -4,6 +4,20 @@
  */
 export abstract class DomainError extends Error {
   abstract readonly kind: DomainErrorKind;
+
+  /**
+   * A refusal is an answer, not a bug: it carries no stack trace. Capturing one cost more than the
+   * rest of a sold-out answer, and a storm of late requests is made of nothing else.
+   */
+  constructor(message: string) {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      super(message);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
+  }
 }
 
 export type DomainErrorKind =
