@@ -4,8 +4,12 @@
  *   npm run bench                          every scenario, service and no-op baseline started here
  *   npm run bench -- --quick               small sizes, about a minute
  *   npm run bench -- --workers 2           the service as a cluster of two processes
- *   npm run bench -- --scenarios issue,noop --connections 64 --duration 10
+ *   npm run bench -- --scenarios issue,noop --connections 64 --duration 15 --rounds 3
+ *
+ * --duration is each compared scenario's total (noop, issue, storm), run in --rounds interleaved
+ * rounds so that a slow moment of the machine weighs on all of them alike.
  *   npm run bench -- --url http://host:8080 --database-url mysql://...   an already running service
+ *   npm run bench -- --warmup 0            no warm-up load before the measured runs (default 4 s)
  *
  * Prints a table and writes JSON to loadtest/results/. Exits 1 if any count does not verify.
  */
@@ -15,7 +19,15 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import mysql from 'mysql2/promise';
 import { connectJsonRequest } from './driver/http1-client.ts';
-import { callOnce, type LoadResult, runLoad, type Target } from './driver/load.ts';
+import {
+  callOnce,
+  type LoadResult,
+  type LoadRun,
+  measureLoad,
+  runLoad,
+  summarize,
+  type Target,
+} from './driver/load.ts';
 import { type Started, startProcess } from './driver/processes.ts';
 
 const { values: args } = parseArgs({
@@ -25,8 +37,10 @@ const { values: args } = parseArgs({
     'database-url': { type: 'string', default: 'mysql://root@127.0.0.1:3306/coupon_bench' },
     scenarios: { type: 'string', default: 'noop,issue,rush,storm,arrival1000,arrival3000,get100k' },
     connections: { type: 'string', default: '64' },
-    duration: { type: 'string', default: '10' },
+    duration: { type: 'string', default: '15' },
+    rounds: { type: 'string' },
     workers: { type: 'string', default: '1' },
+    warmup: { type: 'string' },
     quick: { type: 'boolean', default: false },
   },
 });
@@ -34,6 +48,8 @@ const { values: args } = parseArgs({
 const quick = args.quick;
 const connections = Number(args.connections);
 const durationMs = Number(args.duration) * 1000 * (quick ? 0.3 : 1);
+const rounds = Math.max(1, Number(args.rounds ?? (quick ? 1 : 3)));
+const warmUpMs = args.warmup !== undefined ? Number(args.warmup) * 1000 : quick ? 1_000 : 4_000;
 const arrivalMs = quick ? 5_000 : 30_000;
 const rushUsers = quick ? 10_000 : 50_000;
 const rushAmount = quick ? 2_000 : 10_000;
@@ -47,8 +63,13 @@ function targetOf(url: string): Target {
   return { host: parsed.hostname, port: Number(parsed.port || 80) };
 }
 
+/** A server under test; started here, its CPU use can be read. */
+interface Server extends Target {
+  readonly cpuSeconds?: () => number | undefined;
+}
+
 const started: Started[] = [];
-async function serviceTarget(): Promise<Target> {
+async function serviceTarget(): Promise<Server> {
   if (args.url) return targetOf(args.url);
   const db = await mysql.createConnection(new URL('/', databaseUrl).toString());
   await db.query(`drop database if exists \`${new URL(databaseUrl).pathname.slice(1)}\``);
@@ -62,14 +83,14 @@ async function serviceTarget(): Promise<Target> {
     WORKERS: args.workers,
   });
   started.push(service);
-  return { host: '127.0.0.1', port: service.port };
+  return { host: '127.0.0.1', port: service.port, cpuSeconds: service.cpuSeconds };
 }
-async function noopTarget(): Promise<Target | undefined> {
+async function noopTarget(): Promise<Server | undefined> {
   if (args['noop-url']) return targetOf(args['noop-url']);
   if (args.url) return undefined;
   const noop = await startProcess('../noop-server.ts', { PORT: '0' });
   started.push(noop);
-  return { host: '127.0.0.1', port: noop.port };
+  return { host: '127.0.0.1', port: noop.port, cpuSeconds: noop.cpuSeconds };
 }
 
 async function createCampaign(target: Target, amount: number): Promise<{ id: string; name: string }> {
@@ -146,6 +167,8 @@ async function fillCampaign(campaignId: string, coupons: number): Promise<void> 
 interface Row {
   scenario: string;
   result?: LoadResult;
+  /** Server CPU per request, in microseconds (servers started here, on Linux). */
+  serverCpuUs?: number;
   verify?: string;
   note?: string;
 }
@@ -157,39 +180,21 @@ try {
   const noop = scenarios.has('noop') ? await noopTarget() : undefined;
 
   // Warm both servers up (JIT, pools, scripts) before anything is measured.
-  const warmUpMs = quick ? 1_000 : 4_000;
-  const warmUp = await createCampaign(service, 10_000_000);
-  await runLoad(service, {
-    connections,
-    durationMs: warmUpMs,
-    request: issueRequests(service, warmUp.id, `warm-${run}`),
-  });
-  if (noop)
-    await runLoad(noop, {
+  if (warmUpMs > 0) {
+    const warmUp = await createCampaign(service, 10_000_000);
+    await runLoad(service, {
       connections,
       durationMs: warmUpMs,
-      request: issueRequests(noop, 'noop', `warm-${run}`),
+      request: issueRequests(service, warmUp.id, `warm-${run}`),
     });
+    if (noop)
+      await runLoad(noop, {
+        connections,
+        durationMs: warmUpMs,
+        request: issueRequests(noop, 'noop', `warm-${run}`),
+      });
+  }
 
-  if (noop) {
-    const result = await runLoad(noop, {
-      connections,
-      durationMs,
-      request: issueRequests(noop, 'noop', `noop-${run}`),
-    });
-    rows.push({ scenario: 'noop IssueCoupon (baseline)', result });
-  }
-  if (scenarios.has('issue')) {
-    const campaign = await createCampaign(service, 10_000_000);
-    const result = await runLoad(service, {
-      connections,
-      durationMs,
-      request: issueRequests(service, campaign.id, `issue-${run}`),
-    });
-    const check = await verify(campaign.id, result.outcomes.ok ?? 0);
-    failed ||= !check.ok;
-    rows.push({ scenario: 'issue (new user each, big campaign)', result, verify: check.detail });
-  }
   let soldOut: { id: string } | undefined;
   if (scenarios.has('rush') || scenarios.has('storm')) {
     const campaign = await createCampaign(service, rushAmount);
@@ -202,19 +207,64 @@ try {
     failed ||= !check.ok;
     rows.push({ scenario: `rush (${rushUsers} users, ${rushAmount} coupons)`, result, verify: check.detail });
   }
-  if (scenarios.has('storm') && soldOut) {
-    const result = await runLoad(service, {
-      connections,
-      durationMs,
-      request: issueRequests(service, soldOut.id, `storm-${run}`),
-    });
-    const unexpected = Object.keys(result.outcomes).filter((o) => o !== 'resource_exhausted');
-    failed ||= unexpected.length > 0;
-    rows.push({
-      scenario: 'sold-out storm',
-      result,
-      verify: unexpected.length === 0 ? 'PASS (all sold out)' : `FAIL: ${unexpected.join(',')}`,
-    });
+
+  // The scenarios compared with the baseline run in interleaved rounds (noop, issue, storm,
+  // noop, ...), so a slow moment of the shared machine weighs on all of them alike.
+  const issueCampaign = scenarios.has('issue') ? await createCampaign(service, 10_000_000) : undefined;
+  const compared: {
+    name: string;
+    target: Server;
+    campaignId: string;
+    runs: LoadRun[];
+    cpuSeconds?: number;
+  }[] = [];
+  if (noop) compared.push({ name: 'noop', target: noop, campaignId: 'noop', runs: [] });
+  if (issueCampaign)
+    compared.push({ name: 'issue', target: service, campaignId: issueCampaign.id, runs: [] });
+  if (scenarios.has('storm') && soldOut)
+    compared.push({ name: 'storm', target: service, campaignId: soldOut.id, runs: [] });
+  for (let round = 0; round < rounds; round++) {
+    for (const scenario of compared) {
+      const cpuBefore = scenario.target.cpuSeconds?.();
+      scenario.runs.push(
+        await measureLoad(scenario.target, {
+          connections,
+          durationMs: durationMs / rounds,
+          request: issueRequests(scenario.target, scenario.campaignId, `${scenario.name}-${run}-${round}`),
+        }),
+      );
+      const cpuAfter = scenario.target.cpuSeconds?.();
+      if (cpuBefore !== undefined && cpuAfter !== undefined)
+        scenario.cpuSeconds = (scenario.cpuSeconds ?? 0) + cpuAfter - cpuBefore;
+    }
+  }
+  for (const scenario of compared) {
+    const result = summarize(scenario.runs);
+    const serverCpuUs =
+      scenario.cpuSeconds === undefined
+        ? undefined
+        : Math.round((scenario.cpuSeconds / result.requests) * 1e6);
+    if (scenario.name === 'noop') {
+      rows.push({ scenario: 'noop IssueCoupon (baseline)', result, serverCpuUs });
+    } else if (scenario.name === 'issue') {
+      const check = await verify(scenario.campaignId, result.outcomes.ok ?? 0);
+      failed ||= !check.ok;
+      rows.push({
+        scenario: 'issue (new user each, big campaign)',
+        result,
+        serverCpuUs,
+        verify: check.detail,
+      });
+    } else {
+      const unexpected = Object.keys(result.outcomes).filter((o) => o !== 'resource_exhausted');
+      failed ||= unexpected.length > 0;
+      rows.push({
+        scenario: 'sold-out storm',
+        result,
+        serverCpuUs,
+        verify: unexpected.length === 0 ? 'PASS (all sold out)' : `FAIL: ${unexpected.join(',')}`,
+      });
+    }
   }
   for (const rate of [1000, 3000]) {
     if (!scenarios.has(`arrival${rate}`)) continue;
@@ -260,13 +310,13 @@ console.log(
     `${connections} connections, service WORKERS=${args.workers}${quick ? ', quick sizes' : ''}\n`,
 );
 console.log(
-  `${pad('scenario', 40)}${pad('requests', 10)}${pad('req/s', 8)}${pad('p50', 8)}${pad('p90', 8)}${pad('p99', 8)}${pad('max ms', 9)}${pad('driver cpu', 11)}outcomes / verify`,
+  `${pad('scenario', 40)}${pad('requests', 10)}${pad('req/s', 8)}${pad('p50', 8)}${pad('p90', 8)}${pad('p99', 8)}${pad('max ms', 9)}${pad('driver cpu', 11)}${pad('server us/req', 14)}outcomes / verify`,
 );
 for (const row of rows) {
   const r = row.result;
   console.log(
     r
-      ? `${pad(row.scenario, 40)}${pad(r.requests, 10)}${pad(r.perSecond, 8)}${pad(r.p50, 8)}${pad(r.p90, 8)}${pad(r.p99, 8)}${pad(r.max, 9)}${pad(r.driverCpu, 11)}${JSON.stringify(r.outcomes)}${r.late ? ` late ${r.late}` : ''} ${row.verify ?? ''}`
+      ? `${pad(row.scenario, 40)}${pad(r.requests, 10)}${pad(r.perSecond, 8)}${pad(r.p50, 8)}${pad(r.p90, 8)}${pad(r.p99, 8)}${pad(r.max, 9)}${pad(r.driverCpu, 11)}${pad(row.serverCpuUs ?? '', 14)}${JSON.stringify(r.outcomes)}${r.late ? ` late ${r.late}` : ''}${r.rounds ? ` rounds ${r.rounds.join('/')}/s` : ''} ${row.verify ?? ''}`
       : `${pad(row.scenario, 40)}${row.note ?? ''} ${row.verify ?? ''}`,
   );
 }
@@ -280,6 +330,17 @@ if (baseline) {
   ] as const) {
     const value = rate(name);
     if (value) ratios[label] = Math.round((value / baseline) * 100) / 100;
+  }
+  // Server CPU per request of the baseline over the scenario's: the throughput ratio a server
+  // with a core of its own would reach, independent of what else the machine was doing.
+  const cpu = (name: string) => rows.find((row) => row.scenario.startsWith(name))?.serverCpuUs;
+  const baselineCpu = cpu('noop');
+  for (const [label, name] of [
+    ['issue / noop by server cpu', 'issue'],
+    ['sold-out storm / noop by server cpu', 'sold-out'],
+  ] as const) {
+    const value = cpu(name);
+    if (value && baselineCpu) ratios[label] = Math.round((baselineCpu / value) * 100) / 100;
   }
   console.log(
     `\nratios: ${Object.entries(ratios)

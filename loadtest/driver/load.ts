@@ -15,6 +15,17 @@ export interface LoadResult {
   readonly late: number;
   /** Share of one core the driver itself used. */
   readonly driverCpu: number;
+  /** Requests per second of each round, when the result combines several. */
+  readonly rounds?: number[];
+}
+
+/** What one run recorded; several runs of a scenario combine into one LoadResult. */
+export interface LoadRun {
+  readonly histogram: hdr.Histogram;
+  readonly outcomes: Record<string, number>;
+  readonly seconds: number;
+  readonly cpuSeconds: number;
+  readonly late: number;
 }
 
 export interface Target {
@@ -32,15 +43,27 @@ export interface LoadPlan {
   readonly ratePerSecond?: number;
 }
 
-function summary(
-  histogram: hdr.Histogram,
-  outcomes: Record<string, number>,
-  started: number,
-  cpuStart: NodeJS.CpuUsage,
-  late: number,
-): LoadResult {
-  const seconds = (performance.now() - started) / 1000;
-  const cpu = process.cpuUsage(cpuStart);
+/** One result from one or more runs of the same scenario: totals, and percentiles over every request. */
+export function summarize(runs: readonly LoadRun[]): LoadResult {
+  const [first, ...rest] = runs;
+  if (!first) throw new Error('summarize needs at least one run');
+  const histogram = hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 120_000_000,
+    numberOfSignificantValueDigits: 3,
+  });
+  const outcomes: Record<string, number> = {};
+  let seconds = 0;
+  let cpuSeconds = 0;
+  let late = 0;
+  for (const run of [first, ...rest]) {
+    histogram.add(run.histogram);
+    for (const [outcome, count] of Object.entries(run.outcomes))
+      outcomes[outcome] = (outcomes[outcome] ?? 0) + count;
+    seconds += run.seconds;
+    cpuSeconds += run.cpuSeconds;
+    late += run.late;
+  }
   const ms = (us: number) => Math.round(us / 10) / 100;
   return {
     requests: histogram.totalCount,
@@ -52,8 +75,14 @@ function summary(
     max: ms(histogram.maxValue),
     outcomes,
     late,
-    driverCpu: Math.round(((cpu.user + cpu.system) / 1e6 / seconds) * 100) / 100,
+    driverCpu: Math.round((cpuSeconds / seconds) * 100) / 100,
+    ...(rest.length > 0 && { rounds: runs.map((run) => Math.round(run.histogram.totalCount / run.seconds)) }),
   };
+}
+
+/** One run, summarized. */
+export async function runLoad(target: Target, plan: LoadPlan): Promise<LoadResult> {
+  return summarize([await measureLoad(target, plan)]);
 }
 
 /**
@@ -62,7 +91,7 @@ function summary(
  * fixed rate and latency is measured from when each was due, so a stalled server cannot hide
  * its queueing (no coordinated omission).
  */
-export async function runLoad(target: Target, plan: LoadPlan): Promise<LoadResult> {
+export async function measureLoad(target: Target, plan: LoadPlan): Promise<LoadRun> {
   const connections = await Promise.all(
     Array.from({ length: plan.connections }, () => Http1Connection.open(target.host, target.port)),
   );
@@ -132,7 +161,14 @@ export async function runLoad(target: Target, plan: LoadPlan): Promise<LoadResul
   } finally {
     for (const connection of connections) connection.close();
   }
-  return summary(histogram, outcomes, started, cpuStart, late);
+  const cpu = process.cpuUsage(cpuStart);
+  return {
+    histogram,
+    outcomes,
+    seconds: (performance.now() - started) / 1000,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    late,
+  };
 }
 
 /** One request over a fresh connection, for setup steps and GetCampaign timing. */

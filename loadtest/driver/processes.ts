@@ -1,12 +1,30 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 export interface Started {
   readonly port: number;
   readonly process: ChildProcess;
+  /** CPU seconds used so far by the process and its children (cluster workers); undefined off Linux. */
+  cpuSeconds(): number | undefined;
   stop(): Promise<void>;
+}
+
+/** CPU seconds of a process and its live descendants, from /proc (Linux only). */
+function cpuSecondsOfTree(pid: number): number | undefined {
+  try {
+    // Fields after the command name: utime and stime are the 12th and 13th (clock ticks, 100/s).
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    let seconds = (Number(fields[11]) + Number(fields[12])) / 100;
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+    for (const child of children ? children.split(' ') : []) seconds += cpuSecondsOfTree(Number(child)) ?? 0;
+    return seconds;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Starts a TypeScript entry point with Node and waits for its "listening" log line. */
@@ -31,6 +49,7 @@ export async function startProcess(entry: string, env: Record<string, string>): 
   return {
     port,
     process: child,
+    cpuSeconds: () => (child.pid === undefined ? undefined : cpuSecondsOfTree(child.pid)),
     async stop() {
       child.kill('SIGTERM');
       await exited;
