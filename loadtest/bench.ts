@@ -219,6 +219,8 @@ try {
     cpuSeconds?: number;
   }[] = [];
   if (noop) compared.push({ name: 'noop', target: noop, campaignId: 'noop', runs: [] });
+  if (noop && scenarios.has('storm'))
+    compared.push({ name: 'noop-refusal', target: noop, campaignId: 'sold-out', runs: [] });
   if (issueCampaign)
     compared.push({ name: 'issue', target: service, campaignId: issueCampaign.id, runs: [] });
   if (scenarios.has('storm') && soldOut)
@@ -246,6 +248,8 @@ try {
         : Math.round((scenario.cpuSeconds / result.requests) * 1e6);
     if (scenario.name === 'noop') {
       rows.push({ scenario: 'noop IssueCoupon (baseline)', result, serverCpuUs });
+    } else if (scenario.name === 'noop-refusal') {
+      rows.push({ scenario: 'noop refusal (storm floor)', result, serverCpuUs });
     } else if (scenario.name === 'issue') {
       const check = await verify(scenario.campaignId, result.outcomes.ok ?? 0);
       failed ||= !check.ok;
@@ -320,28 +324,23 @@ for (const row of rows) {
       : `${pad(row.scenario, 40)}${row.note ?? ''} ${row.verify ?? ''}`,
   );
 }
-const rate = (name: string) => rows.find((row) => row.scenario.startsWith(name))?.result?.perSecond;
-const baseline = rate('noop');
+const row = (name: string) => rows.find((candidate) => candidate.scenario.startsWith(name));
 const ratios: Record<string, number> = {};
-if (baseline) {
-  for (const [label, name] of [
-    ['issue / noop', 'issue'],
-    ['sold-out storm / noop', 'sold-out'],
-  ] as const) {
-    const value = rate(name);
-    if (value) ratios[label] = Math.round((value / baseline) * 100) / 100;
-  }
+for (const [label, name, baselineName] of [
+  ['issue / noop', 'issue', 'noop IssueCoupon'],
+  ['sold-out storm / noop', 'sold-out', 'noop IssueCoupon'],
+  ['sold-out storm / noop refusal', 'sold-out', 'noop refusal'],
+] as const) {
+  const value = row(name)?.result?.perSecond;
+  const baseline = row(baselineName)?.result?.perSecond;
+  if (value && baseline) ratios[label] = Math.round((value / baseline) * 100) / 100;
   // Server CPU per request of the baseline over the scenario's: the throughput ratio a server
-  // with a core of its own would reach, independent of what else the machine was doing.
-  const cpu = (name: string) => rows.find((row) => row.scenario.startsWith(name))?.serverCpuUs;
-  const baselineCpu = cpu('noop');
-  for (const [label, name] of [
-    ['issue / noop by server cpu', 'issue'],
-    ['sold-out storm / noop by server cpu', 'sold-out'],
-  ] as const) {
-    const value = cpu(name);
-    if (value && baselineCpu) ratios[label] = Math.round((baselineCpu / value) * 100) / 100;
-  }
+  // with a core of its own would reach, whatever else the machine was doing meanwhile.
+  const cpu = row(name)?.serverCpuUs;
+  const baselineCpu = row(baselineName)?.serverCpuUs;
+  if (cpu && baselineCpu) ratios[`${label}, by server cpu`] = Math.round((baselineCpu / cpu) * 100) / 100;
+}
+if (Object.keys(ratios).length > 0) {
   console.log(
     `\nratios: ${Object.entries(ratios)
       .map(([k, v]) => `${k} = ${v}`)

@@ -1,11 +1,13 @@
 /**
  * The no-op baseline: the same server stack as the service (one port, HTTP/1.1 + h2c sniffing,
  * connect-node adapter, CORS), with handlers that do no I/O. The gap between this and the real
- * service is what issuing itself costs.
+ * service is what issuing itself costs. IssueCoupon for the campaign id "sold-out" refuses with
+ * RESOURCE_EXHAUSTED instead: the framework's own cost of a refusal, the floor of a sold-out storm.
  */
 import type http from 'node:http';
 import { create } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
+import { Code, ConnectError } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { corsMiddleware } from '../src/api/cors.ts';
 import { createPolyglotServer } from '../src/api/server.ts';
@@ -27,20 +29,36 @@ const campaign = create(CampaignSchema, {
   expiresAt: issuedAt,
 });
 
+/** As the service refuses: a ConnectError without a stack trace (see src/api/errors.ts). */
+function soldOut(): ConnectError {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return new ConnectError(
+      'campaign sold-out is sold out: every coupon has been issued',
+      Code.ResourceExhausted,
+    );
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
 const rpc = connectNodeAdapter({
   routes: (router) =>
     router.service(CouponService, {
       createCampaign: () => create(CreateCampaignResponseSchema, { campaign }),
       getCampaign: () => create(GetCampaignResponseSchema, { campaign }),
-      issueCoupon: (request) =>
-        create(IssueCouponResponseSchema, {
+      issueCoupon: (request) => {
+        if (request.campaignId === 'sold-out') throw soldOut();
+        return create(IssueCouponResponseSchema, {
           coupon: create(CouponSchema, {
             code: '가나다라마바사아자1',
             campaignId: request.campaignId,
             userId: request.userId,
             issuedAt,
           }),
-        }),
+        });
+      },
     }),
 });
 const cors = corsMiddleware([]);

@@ -7,7 +7,6 @@ import { type Logger, pino } from 'pino';
 import { adminAuthInterceptor } from './api/admin-auth.ts';
 import { corsMiddleware } from './api/cors.ts';
 import { couponServiceImpl } from './api/coupon-service.ts';
-import { domainErrorInterceptor } from './api/errors.ts';
 import { checkDependencies, type HealthProbe, healthServiceImpl, httpHealthHandler } from './api/health.ts';
 import { observabilityInterceptor } from './api/observability.ts';
 import { clientAddress, clientAddressKey, ipRateLimitInterceptor } from './api/rate-limit.ts';
@@ -193,7 +192,7 @@ export async function buildApp(
       router.service(CouponService, couponServiceImpl(services)).service(Health, healthServiceImpl(probe));
       registerReflection(router, [file_coupon_v1_errors]);
     },
-    // Outermost first: observe every call, then authenticate, then map domain errors to codes.
+    // Outermost first: map errors to codes and observe every call, then authenticate, then limit.
     interceptors: [
       observabilityInterceptor(services.metrics, logger),
       ...(config.adminToken ? [adminAuthInterceptor(config.adminToken)] : []),
@@ -202,7 +201,6 @@ export async function buildApp(
         keyPrefix: config.redisKeyPrefix,
         perIp: config.issueRateLimitPerIp,
       }),
-      domainErrorInterceptor,
     ],
     contextValues: (request) =>
       createContextValues().set(clientAddressKey, clientAddress(request, config.trustProxy)),

@@ -1,6 +1,6 @@
 import { create } from '@bufbuild/protobuf';
 import { DurationSchema } from '@bufbuild/protobuf/wkt';
-import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import { Code, ConnectError } from '@connectrpc/connect';
 import { DependencyUnavailableError } from '../application/ports.ts';
 import { DomainError, type DomainErrorKind, RateLimitedError } from '../domain/errors.ts';
 import { RateLimitedSchema } from '../gen/coupon/v1/errors_pb.js';
@@ -47,18 +47,13 @@ function rateLimitedError(error: RateLimitedError): ConnectError {
   return limited;
 }
 
-/** Turns what the application throws into the Connect error a client can act on. */
+/**
+ * Turns what the application throws into the Connect error a client can act on; anything else
+ * (a bug) is returned as is, for connect to answer INTERNAL without leaking its message.
+ */
 export function toConnectError(error: unknown): unknown {
   if (error instanceof RateLimitedError) return rateLimitedError(error);
   if (error instanceof DomainError) return refusal(error.message, CODE_OF[error.kind]);
   if (error instanceof DependencyUnavailableError) return new ConnectError(error.message, Code.Unavailable);
   return error;
 }
-
-export const domainErrorInterceptor: Interceptor = (next) => async (request) => {
-  try {
-    return await next(request);
-  } catch (error) {
-    throw toConnectError(error);
-  }
-};

@@ -1,61 +1,69 @@
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import type { Logger } from 'pino';
+import { DependencyUnavailableError } from '../application/ports.ts';
+import { DomainError, type DomainErrorKind } from '../domain/errors.ts';
 import type { Metrics } from '../infrastructure/metrics.ts';
+import { toConnectError } from './errors.ts';
 
-const ISSUE_OUTCOME_OF: Partial<Record<Code, string>> = {
-  [Code.ResourceExhausted]: 'sold_out',
-  [Code.AlreadyExists]: 'duplicate',
-  [Code.FailedPrecondition]: 'not_open',
-  [Code.NotFound]: 'not_found',
-  [Code.InvalidArgument]: 'invalid',
-  [Code.Unavailable]: 'unavailable',
+const ISSUE_OUTCOME_OF: Record<DomainErrorKind, string> = {
+  'invalid-argument': 'invalid',
+  'campaign-not-found': 'not_found',
+  'campaign-name-taken': 'invalid',
+  'already-issued': 'duplicate',
+  'campaign-not-open': 'not_open',
+  'sold-out': 'sold_out',
+  'rate-limited': 'rate_limited',
 };
 
-/** A refusal the caller caused and can act on: logged at debug, not as a failure of ours. */
-const EXPECTED_CODES = new Set<Code>([
-  Code.InvalidArgument,
-  Code.NotFound,
-  Code.AlreadyExists,
-  Code.FailedPrecondition,
-  Code.ResourceExhausted,
-  Code.Unauthenticated,
-  Code.PermissionDenied,
-]);
+/** Code names as Prometheus label values, computed once rather than per call. */
+const CODE_NAME: Record<number, string> = Object.fromEntries(
+  Object.entries(Code).flatMap(([name, value]) => (typeof value === 'number' ? [[value, name]] : [])),
+);
 
 /**
- * Times every call and counts issue outcomes. Logs one line per failed call (warn for
- * UNAVAILABLE, error for anything unexpected) and none per successful call unless at debug level:
- * a rush must not turn into a log storm.
+ * The outermost interceptor: maps what the application throws to the Connect error a client can
+ * act on (see errors.ts), times every call and counts issue outcomes. Logs one line per failed
+ * call (warn for UNAVAILABLE, error for anything unexpected) and none per successful call or
+ * refusal unless at debug level: a rush must not turn into a log storm.
  */
 export function observabilityInterceptor(metrics: Metrics, logger: Logger): Interceptor {
   return (next) => async (request) => {
     const started = performance.now();
     const method = request.method.name;
-    let code: Code | undefined;
     try {
       const response = await next(request);
+      metrics.rpcDuration.observe({ method, code: 'ok' }, (performance.now() - started) / 1000);
+      if (method === 'IssueCoupon') metrics.issueOutcomes.inc({ outcome: 'issued' });
       return response;
-    } catch (error) {
-      const connectError = ConnectError.from(error);
-      code = connectError.code;
-      const rateLimited = connectError.rawMessage.startsWith('rate limited');
-      if (EXPECTED_CODES.has(code)) {
-        logger.debug({ method, code: Code[code], message: connectError.rawMessage }, 'call refused');
-      } else if (code === Code.Unavailable) {
-        logger.warn({ method, message: connectError.rawMessage }, 'call failed: dependency unavailable');
+    } catch (thrown) {
+      const error = toConnectError(thrown);
+      // A non-Connect error reaches connect as is, which answers INTERNAL without its message.
+      const code = error instanceof ConnectError ? error.code : Code.Internal;
+      if (thrown instanceof DomainError) {
+        if (logger.isLevelEnabled('debug')) {
+          logger.debug({ method, code: CODE_NAME[code], message: thrown.message }, 'call refused');
+        }
+      } else if (thrown instanceof DependencyUnavailableError || code === Code.Unavailable) {
+        logger.warn({ method, message: (thrown as Error).message }, 'call failed: dependency unavailable');
+      } else if (!(error instanceof ConnectError) || code === Code.Internal || code === Code.Unknown) {
+        logger.error({ method, code: CODE_NAME[code], err: thrown }, 'call failed');
       } else {
-        logger.error({ method, code: Code[code], err: error }, 'call failed');
+        logger.debug({ method, code: CODE_NAME[code], message: error.rawMessage }, 'call refused');
       }
+      metrics.rpcDuration.observe(
+        { method, code: CODE_NAME[code] ?? 'Unknown' },
+        (performance.now() - started) / 1000,
+      );
       if (method === 'IssueCoupon') {
-        metrics.issueOutcomes.inc({
-          outcome: rateLimited ? 'rate_limited' : (ISSUE_OUTCOME_OF[code] ?? 'error'),
-        });
+        const outcome =
+          thrown instanceof DomainError
+            ? ISSUE_OUTCOME_OF[thrown.kind]
+            : code === Code.Unavailable
+              ? 'unavailable'
+              : 'error';
+        metrics.issueOutcomes.inc({ outcome });
       }
       throw error;
-    } finally {
-      const codeName = code === undefined ? 'ok' : Code[code];
-      metrics.rpcDuration.observe({ method, code: codeName }, (performance.now() - started) / 1000);
-      if (code === undefined && method === 'IssueCoupon') metrics.issueOutcomes.inc({ outcome: 'issued' });
     }
   };
 }

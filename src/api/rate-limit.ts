@@ -2,7 +2,6 @@ import { createContextKey, type Interceptor } from '@connectrpc/connect';
 import type { Redis } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { RateLimitedError } from '../domain/errors.ts';
-import { toConnectError } from './errors.ts';
 
 /** The caller's address, as the HTTP layer saw it (see `clientAddress`). */
 export const clientAddressKey = createContextKey<string>('', { description: 'client address' });
@@ -29,7 +28,7 @@ export interface IpRateLimitOptions {
 
 /**
  * The per-address limit on IssueCoupon, shared by every instance through Redis
- * (rate-limiter-flexible). The per-user limit is not here: the claim script counts it in the same
+ * (rate-limiter-flexible). Refusals are RateLimitedError, mapped by the observability interceptor. The per-user limit is not here: the claim script counts it in the same
  * Redis call that judges the claim, so it costs no round trip of its own.
  */
 export function ipRateLimitInterceptor(options: IpRateLimitOptions): Interceptor {
@@ -51,7 +50,7 @@ export function ipRateLimitInterceptor(options: IpRateLimitOptions): Interceptor
         await perIp.consume(request.contextValues.get(clientAddressKey));
       } catch (error) {
         if (!(error instanceof RateLimiterRes)) throw error;
-        throw toConnectError(new RateLimitedError('ip', options.perIp, error.msBeforeNext));
+        throw new RateLimitedError('ip', options.perIp, error.msBeforeNext);
       }
     }
     return next(request);
