@@ -31,7 +31,7 @@ function refusal(message: string, code: Code): ConnectError {
  * coupon.v1.RateLimited detail saying when to retry, so a client never mistakes one for the other.
  */
 function rateLimitedError(error: RateLimitedError): ConnectError {
-  const retryMs = Math.max(1, Math.ceil(error.retryAfterMs));
+  const retryMs = error.retryAfterMs;
   const limited = refusal(error.message, Code.ResourceExhausted);
   limited.details.push({
     desc: RateLimitedSchema,

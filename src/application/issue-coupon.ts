@@ -1,4 +1,4 @@
-import { validateCampaignId, validateUserId } from '../domain/campaign.ts';
+import { couldBeCampaignId, validateCampaignId, validateUserId } from '../domain/campaign.ts';
 import { generateCouponCode } from '../domain/coupon-code.ts';
 import {
   AlreadyIssuedError,
@@ -27,6 +27,14 @@ export interface IssuedCoupon {
 const MAX_CODE_ATTEMPTS = 5;
 
 /**
+ * An id the database did not know is answered NOT_FOUND from memory for this long. Safe because
+ * ids are made by CreateCampaign, not chosen by clients: nobody can ask for an id before the
+ * campaign it names exists. Bounded, so a flood of made-up ids cannot grow it without end.
+ */
+const UNKNOWN_CAMPAIGN_TTL_MS = 10_000;
+const UNKNOWN_CAMPAIGNS_MAX = 10_000;
+
+/**
  * Issues a coupon: claim a slot at the gate, record the coupon in the database, and give the slot
  * back if the database cannot take it, so a failure never costs the campaign a coupon.
  */
@@ -35,6 +43,8 @@ export class CouponIssuer {
   private readonly campaigns: CampaignRepository;
   private readonly coupons: CouponRepository;
   private readonly loading = new Map<string, Promise<void>>();
+  /** Ids the database said name no campaign, until when (local clock, ms). */
+  private readonly unknownCampaigns = new Map<string, number>();
 
   constructor(deps: { gate: SlotGate; campaigns: CampaignRepository; coupons: CouponRepository }) {
     this.gate = deps.gate;
@@ -45,6 +55,9 @@ export class CouponIssuer {
   async issueCoupon(campaignId: string, userId: string): Promise<IssuedCoupon> {
     validateCampaignId(campaignId);
     validateUserId(userId);
+    if (!couldBeCampaignId(campaignId) || this.isKnownUnknown(campaignId)) {
+      throw new CampaignNotFoundError('id', campaignId);
+    }
     if (!this.coupons.isAvailable()) {
       // The slot would only be given back: refuse before touching the gate.
       throw new DependencyUnavailableError(
@@ -130,13 +143,29 @@ export class CouponIssuer {
       .catch(() => undefined);
   }
 
+  private isKnownUnknown(campaignId: string): boolean {
+    const until = this.unknownCampaigns.get(campaignId);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.unknownCampaigns.delete(campaignId);
+    return false;
+  }
+
+  private rememberUnknown(campaignId: string): void {
+    if (this.unknownCampaigns.size >= UNKNOWN_CAMPAIGNS_MAX) this.unknownCampaigns.clear();
+    this.unknownCampaigns.set(campaignId, Date.now() + UNKNOWN_CAMPAIGN_TTL_MS);
+  }
+
   /** Concurrent first claims of one campaign share a single database read. */
   private loadCampaign(campaignId: string): Promise<void> {
     let pending = this.loading.get(campaignId);
     if (!pending) {
       pending = (async () => {
         const state = await this.campaigns.loadGateState(campaignId);
-        if (!state) throw new CampaignNotFoundError('id', campaignId);
+        if (!state) {
+          this.rememberUnknown(campaignId);
+          throw new CampaignNotFoundError('id', campaignId);
+        }
         await this.gate.loadCampaign(state);
       })().finally(() => this.loading.delete(campaignId));
       this.loading.set(campaignId, pending);

@@ -90,6 +90,17 @@ export function validateCampaignId(campaignId: string): string {
   return campaignId;
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * Whether an id could name a campaign at all: every id CreateCampaign hands out is a UUID. One
+ * that is not names no campaign, and never reaches Redis (where a brace in it would break the
+ * campaign's hash tag on Redis Cluster) or the database.
+ */
+export function couldBeCampaignId(campaignId: string): boolean {
+  return UUID.test(campaignId);
+}
+
 export function validateUserId(userId: string): string {
   if (userId.length === 0) {
     throw new InvalidArgumentError('user_id', 'user_id must not be empty');

@@ -87,11 +87,13 @@ export class RateLimitedError extends DomainError {
   readonly retryAfterMs: number;
   constructor(scope: 'user' | 'ip', limitPerSecond: number, retryAfterMs: number) {
     const per = scope === 'user' ? 'this user on this campaign' : 'this address';
+    // Whole milliseconds, never 0: "retry in 0 ms" would invite an immediate, refused retry.
+    const retryMs = Math.max(1, Math.ceil(retryAfterMs));
     super(
-      `rate limited: more than ${limitPerSecond} IssueCoupon calls per second for ${per}; retry in ${retryAfterMs} ms`,
+      `rate limited: more than ${limitPerSecond} IssueCoupon calls per second for ${per}; retry in ${retryMs} ms`,
     );
     this.scope = scope;
     this.limitPerSecond = limitPerSecond;
-    this.retryAfterMs = retryAfterMs;
+    this.retryAfterMs = retryMs;
   }
 }

@@ -112,6 +112,33 @@ describe('issuing a coupon', () => {
     await services.gate.releaseSlot(campaign.id, 'first');
   });
 
+  it('answers ids it never handed out without the stores, and remembers unknown ones', async () => {
+    const repository = services.repositories.campaigns;
+    const load = repository.loadGateState.bind(repository);
+    let reads = 0;
+    repository.loadGateState = (campaignId) => {
+      reads++;
+      return load(campaignId);
+    };
+    try {
+      // Not a UUID (and a brace would break the hash tag on Redis Cluster): no read at all.
+      await expect(services.issuer.issueCoupon('{made-up}', 'dave')).rejects.toBeInstanceOf(
+        CampaignNotFoundError,
+      );
+      expect(reads).toBe(0);
+      // A well-formed id no campaign has: one database read, then memory.
+      const unknown = '01900000-0000-7000-8000-000000000000';
+      for (let i = 0; i < 3; i++) {
+        await expect(services.issuer.issueCoupon(unknown, `dave-${i}`)).rejects.toBeInstanceOf(
+          CampaignNotFoundError,
+        );
+      }
+      expect(reads).toBe(1);
+    } finally {
+      repository.loadGateState = load;
+    }
+  });
+
   it('refuses an unknown campaign and bad arguments', async () => {
     await expect(services.issuer.issueCoupon('no-such-campaign', 'carol')).rejects.toBeInstanceOf(
       CampaignNotFoundError,

@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import {
   CAMPAIGN_AMOUNT_MAX,
+  couldBeCampaignId,
   validateCampaignId,
   validateNewCampaign,
   validateUserId,
 } from '../../src/domain/campaign.ts';
-import { InvalidArgumentError } from '../../src/domain/errors.ts';
+import { InvalidArgumentError, RateLimitedError } from '../../src/domain/errors.ts';
 
 const now = new Date('2026-11-25T00:00:00.000Z');
 const valid = {
@@ -71,5 +72,28 @@ describe('issue arguments', () => {
     expect(rejection(() => validateUserId('')).field).toBe('user_id');
     expect(rejection(() => validateUserId('u'.repeat(129))).field).toBe('user_id');
     expect(validateUserId('u'.repeat(128))).toHaveLength(128);
+  });
+});
+
+describe('campaign ids', () => {
+  it('could be a campaign only when shaped like the UUIDs CreateCampaign hands out', () => {
+    expect(couldBeCampaignId('0193a3c0-5b2e-7c41-9d3e-2f1a4b6c8d90')).toBe(true);
+    expect(couldBeCampaignId('0193A3C0-5B2E-7C41-9D3E-2F1A4B6C8D90')).toBe(true);
+    for (const id of [
+      'missing',
+      '{0193a3c0-5b2e-7c41-9d3e-2f1a4b6c8d90}',
+      '0193a3c0-5b2e-7c41-9d3e-2f1a4b6c8d9',
+    ]) {
+      expect(couldBeCampaignId(id)).toBe(false);
+    }
+  });
+});
+
+describe('rate limited refusals', () => {
+  it('say a whole number of milliseconds to wait, never 0, in the message and the field alike', () => {
+    const limited = new RateLimitedError('ip', 8, 0.2);
+    expect(limited.retryAfterMs).toBe(1);
+    expect(limited.message).toContain('retry in 1 ms');
+    expect(new RateLimitedError('user', 20, 412.3).retryAfterMs).toBe(413);
   });
 });

@@ -44,14 +44,17 @@ export class TickBatcher<Item, Result> {
     for (const [key, batch] of batches) {
       for (let start = 0; start < batch.items.length; start += this.maxBatch) {
         const waiting = batch.waiting.slice(start, start + this.maxBatch);
-        this.run(key, batch.items.slice(start, start + this.maxBatch)).then(
-          (results) => {
-            for (let i = 0; i < waiting.length; i++) waiting[i]?.resolve(results[i] as Result);
-          },
-          (error: unknown) => {
-            for (const caller of waiting) caller.reject(error);
-          },
-        );
+        // Called through a promise, so even a `run` that throws at once answers its callers.
+        Promise.resolve(batch.items.slice(start, start + this.maxBatch))
+          .then((items) => this.run(key, items))
+          .then(
+            (results) => {
+              for (let i = 0; i < waiting.length; i++) waiting[i]?.resolve(results[i] as Result);
+            },
+            (error: unknown) => {
+              for (const caller of waiting) caller.reject(error);
+            },
+          );
       }
     }
   }
