@@ -90,12 +90,13 @@ export function validateCampaignId(campaignId: string): string {
   return campaignId;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
- * Whether an id could name a campaign at all: every id CreateCampaign hands out is a UUID. One
- * that is not names no campaign, and never reaches Redis (where a brace in it would break the
- * campaign's hash tag on Redis Cluster) or the database.
+ * Whether an id could name a campaign at all: every id CreateCampaign hands out is a lowercase
+ * UUID. One that is not names no campaign, and never reaches Redis (where a brace would break the
+ * campaign's hash tag on Redis Cluster, and an uppercase spelling of a real id would open a second
+ * gate for the same campaign, MySQL comparing ids without case) or the database.
  */
 export function couldBeCampaignId(campaignId: string): boolean {
   return UUID.test(campaignId);
