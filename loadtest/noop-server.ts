@@ -7,9 +7,10 @@
 import type http from 'node:http';
 import { create } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { Code, ConnectError } from '@connectrpc/connect';
+import { Code } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { corsMiddleware } from '../src/api/cors.ts';
+import { refusal } from '../src/api/errors.ts';
 import { createPolyglotServer } from '../src/api/server.ts';
 import {
   CampaignSchema,
@@ -29,27 +30,19 @@ const campaign = create(CampaignSchema, {
   expiresAt: issuedAt,
 });
 
-/** As the service refuses: a ConnectError without a stack trace (see src/api/errors.ts). */
-function soldOut(): ConnectError {
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 0;
-  try {
-    return new ConnectError(
-      'campaign sold-out is sold out: every coupon has been issued',
-      Code.ResourceExhausted,
-    );
-  } finally {
-    Error.stackTraceLimit = limit;
-  }
-}
-
 const rpc = connectNodeAdapter({
   routes: (router) =>
     router.service(CouponService, {
       createCampaign: () => create(CreateCampaignResponseSchema, { campaign }),
       getCampaign: () => create(GetCampaignResponseSchema, { campaign }),
       issueCoupon: (request) => {
-        if (request.campaignId === 'sold-out') throw soldOut();
+        if (request.campaignId === 'sold-out') {
+          // Refused as the service refuses: the same ConnectError, built the same way.
+          throw refusal(
+            'campaign sold-out is sold out: every coupon has been issued',
+            Code.ResourceExhausted,
+          );
+        }
         return create(IssueCouponResponseSchema, {
           coupon: create(CouponSchema, {
             code: '가나다라마바사아자1',

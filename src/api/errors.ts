@@ -16,7 +16,7 @@ const CODE_OF: Record<DomainErrorKind, Code> = {
 };
 
 /** A ConnectError for an expected refusal: without a stack trace, which no one reads and costs more than the answer. */
-function refusal(message: string, code: Code): ConnectError {
+export function refusal(message: string, code: Code): ConnectError {
   const limit = Error.stackTraceLimit;
   Error.stackTraceLimit = 0;
   try {
