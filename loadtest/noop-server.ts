@@ -8,7 +8,7 @@ import type http from 'node:http';
 import { create } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { Code } from '@connectrpc/connect';
-import { connectNodeAdapter } from '@connectrpc/connect-node';
+import { createConnectHandler } from '../src/api/connect-handler.ts';
 import { corsMiddleware } from '../src/api/cors.ts';
 import { refusal } from '../src/api/errors.ts';
 import { createPolyglotServer } from '../src/api/server.ts';
@@ -30,7 +30,7 @@ const campaign = create(CampaignSchema, {
   expiresAt: issuedAt,
 });
 
-const rpc = connectNodeAdapter({
+const rpc = createConnectHandler({
   routes: (router) =>
     router.service(CouponService, {
       createCampaign: () => create(CreateCampaignResponseSchema, { campaign }),

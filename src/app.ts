@@ -1,14 +1,15 @@
 import type http from 'node:http';
 import type net from 'node:net';
 import { createContextValues } from '@connectrpc/connect';
-import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { adminAuthInterceptor } from './api/admin-auth.ts';
+import { createConnectHandler } from './api/connect-handler.ts';
 import { corsMiddleware } from './api/cors.ts';
 import { couponServiceImpl } from './api/coupon-service.ts';
+import { earlyRefusalHandler } from './api/early-refusal.ts';
 import { checkDependencies, type HealthProbe, healthServiceImpl, httpHealthHandler } from './api/health.ts';
-import { observabilityInterceptor } from './api/observability.ts';
+import { CallObserver, observabilityInterceptor } from './api/observability.ts';
 import { clientAddress, clientAddressKey, ipRateLimitInterceptor } from './api/rate-limit.ts';
 import { registerReflection } from './api/reflection.ts';
 import { createPolyglotServer } from './api/server.ts';
@@ -187,14 +188,15 @@ export async function buildApp(
         800,
       ),
   };
-  const rpc = connectNodeAdapter({
+  const observer = new CallObserver(services.metrics, logger);
+  const connect = createConnectHandler({
     routes: (router) => {
       router.service(CouponService, couponServiceImpl(services)).service(Health, healthServiceImpl(probe));
       registerReflection(router, [file_coupon_v1_errors]);
     },
     // Outermost first: map errors to codes and observe every call, then authenticate, then limit.
     interceptors: [
-      observabilityInterceptor(services.metrics, logger),
+      observabilityInterceptor(observer),
       ...(config.adminToken ? [adminAuthInterceptor(config.adminToken)] : []),
       ipRateLimitInterceptor({
         redis: services.redis,
@@ -206,7 +208,9 @@ export async function buildApp(
       createContextValues().set(clientAddressKey, clientAddress(request, config.trustProxy)),
     readMaxBytes: MAX_MESSAGE_BYTES,
     writeMaxBytes: MAX_MESSAGE_BYTES,
+    onHandlerError: (method, error) => logger.error({ method, err: error }, 'answering a call failed'),
   });
+  const rpc = earlyRefusalHandler({ issuer: services.issuer, observer, connect });
   const cors = corsMiddleware(config.corsOrigins);
   const health = httpHealthHandler(probe);
   const server = createPolyglotServer((request, response) => {

@@ -51,6 +51,8 @@ function rateLimitedError(error: RateLimitedError): ConnectError {
  * Turns what the application throws into the Connect error a client can act on; anything else
  * (a bug) is returned as is, for connect to answer INTERNAL without leaking its message.
  */
+export function toConnectError(error: DomainError): ConnectError;
+export function toConnectError(error: unknown): unknown;
 export function toConnectError(error: unknown): unknown {
   if (error instanceof RateLimitedError) return rateLimitedError(error);
   if (error instanceof DomainError) return refusal(error.message, CODE_OF[error.kind]);

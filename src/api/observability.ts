@@ -21,49 +21,81 @@ const CODE_NAME: Record<number, string> = Object.fromEntries(
 );
 
 /**
- * The outermost interceptor: maps what the application throws to the Connect error a client can
- * act on (see errors.ts), times every call and counts issue outcomes. Logs one line per failed
- * call (warn for UNAVAILABLE, error for anything unexpected) and none per successful call or
- * refusal unless at debug level: a rush must not turn into a log storm.
+ * Settles every call the same way, whichever path answered it (the interceptor below, or the
+ * early refusal in early-refusal.ts): maps what the application threw to the Connect error a
+ * client can act on (see errors.ts), times the call and counts issue outcomes. Logs one line per
+ * failed call (warn for UNAVAILABLE, error for anything unexpected) and none per successful call
+ * or refusal unless at debug level: a rush must not turn into a log storm.
  */
-export function observabilityInterceptor(metrics: Metrics, logger: Logger): Interceptor {
+export class CallObserver {
+  private readonly metrics: Metrics;
+  private readonly logger: Logger;
+
+  constructor(metrics: Metrics, logger: Logger) {
+    this.metrics = metrics;
+    this.logger = logger;
+  }
+
+  /** `started` is the call's `performance.now()` when it arrived. */
+  succeeded(method: string, started: number): void {
+    this.metrics.rpcDuration.observe({ method, code: 'ok' }, (performance.now() - started) / 1000);
+    if (method === 'IssueCoupon') this.metrics.issueOutcomes.inc({ outcome: 'issued' });
+  }
+
+  /** Records a refused call and returns the ConnectError to answer with. */
+  refused(method: string, refusal: DomainError, started: number): ConnectError {
+    const error = toConnectError(refusal);
+    this.record(method, refusal, error, started);
+    return error;
+  }
+
+  /** Records a failed call and returns what to answer with: a ConnectError, or a bug as is. */
+  failed(method: string, thrown: unknown, started: number): unknown {
+    const error = toConnectError(thrown);
+    this.record(method, thrown, error, started);
+    return error;
+  }
+
+  private record(method: string, thrown: unknown, error: unknown, started: number): void {
+    // A non-Connect error reaches connect as is, which answers INTERNAL without its message.
+    const code = error instanceof ConnectError ? error.code : Code.Internal;
+    if (thrown instanceof DomainError) {
+      if (this.logger.isLevelEnabled('debug')) {
+        this.logger.debug({ method, code: CODE_NAME[code], message: thrown.message }, 'call refused');
+      }
+    } else if (thrown instanceof DependencyUnavailableError || code === Code.Unavailable) {
+      this.logger.warn({ method, message: (thrown as Error).message }, 'call failed: dependency unavailable');
+    } else if (!(error instanceof ConnectError) || code === Code.Internal || code === Code.Unknown) {
+      this.logger.error({ method, code: CODE_NAME[code], err: thrown }, 'call failed');
+    } else {
+      this.logger.debug({ method, code: CODE_NAME[code], message: error.rawMessage }, 'call refused');
+    }
+    this.metrics.rpcDuration.observe(
+      { method, code: CODE_NAME[code] ?? 'Unknown' },
+      (performance.now() - started) / 1000,
+    );
+    if (method === 'IssueCoupon') {
+      const outcome =
+        thrown instanceof DomainError
+          ? ISSUE_OUTCOME_OF[thrown.kind]
+          : code === Code.Unavailable
+            ? 'unavailable'
+            : 'error';
+      this.metrics.issueOutcomes.inc({ outcome });
+    }
+  }
+}
+
+/** The outermost interceptor: every call connect runs is settled by the observer. */
+export function observabilityInterceptor(observer: CallObserver): Interceptor {
   return (next) => async (request) => {
     const started = performance.now();
-    const method = request.method.name;
     try {
       const response = await next(request);
-      metrics.rpcDuration.observe({ method, code: 'ok' }, (performance.now() - started) / 1000);
-      if (method === 'IssueCoupon') metrics.issueOutcomes.inc({ outcome: 'issued' });
+      observer.succeeded(request.method.name, started);
       return response;
     } catch (thrown) {
-      const error = toConnectError(thrown);
-      // A non-Connect error reaches connect as is, which answers INTERNAL without its message.
-      const code = error instanceof ConnectError ? error.code : Code.Internal;
-      if (thrown instanceof DomainError) {
-        if (logger.isLevelEnabled('debug')) {
-          logger.debug({ method, code: CODE_NAME[code], message: thrown.message }, 'call refused');
-        }
-      } else if (thrown instanceof DependencyUnavailableError || code === Code.Unavailable) {
-        logger.warn({ method, message: (thrown as Error).message }, 'call failed: dependency unavailable');
-      } else if (!(error instanceof ConnectError) || code === Code.Internal || code === Code.Unknown) {
-        logger.error({ method, code: CODE_NAME[code], err: thrown }, 'call failed');
-      } else {
-        logger.debug({ method, code: CODE_NAME[code], message: error.rawMessage }, 'call refused');
-      }
-      metrics.rpcDuration.observe(
-        { method, code: CODE_NAME[code] ?? 'Unknown' },
-        (performance.now() - started) / 1000,
-      );
-      if (method === 'IssueCoupon') {
-        const outcome =
-          thrown instanceof DomainError
-            ? ISSUE_OUTCOME_OF[thrown.kind]
-            : code === Code.Unavailable
-              ? 'unavailable'
-              : 'error';
-        metrics.issueOutcomes.inc({ outcome });
-      }
-      throw error;
+      throw observer.failed(request.method.name, thrown, started);
     }
   };
 }

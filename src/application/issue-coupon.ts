@@ -4,6 +4,7 @@ import {
   AlreadyIssuedError,
   CampaignNotFoundError,
   CampaignNotOpenError,
+  DomainError,
   RateLimitedError,
   SoldOutError,
 } from '../domain/errors.ts';
@@ -53,11 +54,8 @@ export class CouponIssuer {
   }
 
   async issueCoupon(campaignId: string, userId: string): Promise<IssuedCoupon> {
-    validateCampaignId(campaignId);
-    validateUserId(userId);
-    if (!couldBeCampaignId(campaignId) || this.isKnownUnknown(campaignId)) {
-      throw new CampaignNotFoundError('id', campaignId);
-    }
+    const refusal = this.refusalFromMemory(campaignId, userId);
+    if (refusal) throw refusal;
     if (!this.coupons.isAvailable()) {
       // The slot would only be given back: refuse before touching the gate.
       throw new DependencyUnavailableError(
@@ -73,6 +71,28 @@ export class CouponIssuer {
     }
     const claimedAt = this.claimedAtOrThrow(campaignId, userId, claim);
     return this.persistCoupon({ campaignId, userId, issuedAt: claimedAt });
+  }
+
+  /**
+   * The refusal `issueCoupon` would end in, when this process already knows it without a store
+   * (bad input, an id no campaign has, a campaign known to be sold out), so a storm of late or
+   * made-up calls can be answered before any I/O; undefined when only the stores can tell.
+   */
+  refusalFromMemory(campaignId: string, userId: string): DomainError | undefined {
+    try {
+      validateCampaignId(campaignId);
+      validateUserId(userId);
+    } catch (error) {
+      if (error instanceof DomainError) return error;
+      throw error;
+    }
+    if (!couldBeCampaignId(campaignId) || this.isKnownUnknown(campaignId)) {
+      return new CampaignNotFoundError('id', campaignId);
+    }
+    const known = this.gate.knownOutcome(campaignId, userId);
+    if (known?.status === 'sold-out') return new SoldOutError(campaignId);
+    if (known?.status === 'duplicate') return new AlreadyIssuedError(campaignId, userId);
+    return undefined;
   }
 
   private claimedAtOrThrow(campaignId: string, userId: string, claim: ClaimOutcome): Date {

@@ -57,6 +57,11 @@ export interface SlotGate {
   /** The shared clock every instance judges campaign windows by. */
   now(): Promise<Date>;
   claimSlot(campaignId: string, userId: string): Promise<ClaimOutcome>;
+  /**
+   * What `claimSlot` would answer, when this process already knows it without asking the store
+   * (a campaign known to be sold out); undefined when only the store can tell.
+   */
+  knownOutcome(campaignId: string, userId: string): ClaimOutcome | undefined;
   /** The coupon is recorded: the claim is final. */
   confirmSlot(campaignId: string, userId: string): Promise<void>;
   /**

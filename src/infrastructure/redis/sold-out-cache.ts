@@ -13,6 +13,9 @@ export interface SoldOutCacheOptions {
   readonly onSlotReturned?: () => void;
 }
 
+const DUPLICATE: ClaimOutcome = { status: 'duplicate' };
+const SOLD_OUT: ClaimOutcome = { status: 'sold-out' };
+
 interface SoldOutMark {
   /** Until when the mark is trusted (local clock, ms). */
   readonly until: number;
@@ -67,9 +70,15 @@ export class SoldOutCachingGate implements SlotGate {
     return this.trustedMark(campaignId) !== undefined;
   }
 
-  async claimSlot(campaignId: string, userId: string): Promise<ClaimOutcome> {
+  knownOutcome(campaignId: string, userId: string): ClaimOutcome | undefined {
     const mark = this.trustedMark(campaignId);
-    if (mark) return mark.users.has(userId) ? { status: 'duplicate' } : { status: 'sold-out' };
+    if (!mark) return undefined;
+    return mark.users.has(userId) ? DUPLICATE : SOLD_OUT;
+  }
+
+  async claimSlot(campaignId: string, userId: string): Promise<ClaimOutcome> {
+    const known = this.knownOutcome(campaignId, userId);
+    if (known) return known;
     const outcome = await this.gate.claimSlot(campaignId, userId);
     if (outcome.status === 'sold-out' || (outcome.status === 'claimed' && outcome.remaining === 0)) {
       this.markSoldOut(campaignId);

@@ -1,5 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Services } from '../../../src/app.ts';
+import {
+  AlreadyIssuedError,
+  CampaignNotFoundError,
+  InvalidArgumentError,
+  SoldOutError,
+} from '../../../src/domain/errors.ts';
 import { SoldOutCachingGate } from '../../../src/infrastructure/redis/sold-out-cache.ts';
 import { eventually } from '../../support/invariants.ts';
 import { openWindow, startServices, uniqueName } from '../../support/services.ts';
@@ -50,6 +56,26 @@ describe('the sold-out cache', () => {
     } finally {
       await services.redis.rename(aside, keys.window);
     }
+  });
+
+  it('lets the issuer refuse from memory exactly what the mark knows, and nothing else', async () => {
+    const campaign = await soldOutCampaign(['m1']);
+    const open = await services.campaigns.createCampaign({
+      name: uniqueName('open'),
+      amount: 5n,
+      ...openWindow(),
+    });
+    expect(
+      await eventually(
+        async () => (services.gate.isKnownSoldOut(campaign.id) ? [] : ['not marked yet']),
+        2_000,
+      ),
+    ).toEqual([]);
+    expect(services.issuer.refusalFromMemory(campaign.id, 'late')).toBeInstanceOf(SoldOutError);
+    expect(services.issuer.refusalFromMemory(campaign.id, 'm1')).toBeInstanceOf(AlreadyIssuedError);
+    expect(services.issuer.refusalFromMemory(open.id, 'late')).toBeUndefined();
+    expect(services.issuer.refusalFromMemory('not-an-id', 'late')).toBeInstanceOf(CampaignNotFoundError);
+    expect(services.issuer.refusalFromMemory(open.id, '')).toBeInstanceOf(InvalidArgumentError);
   });
 
   it('forgets the mark in every instance when a slot comes back', async () => {

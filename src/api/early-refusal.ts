@@ -1,0 +1,122 @@
+import { fromBinary, fromJsonString } from '@bufbuild/protobuf';
+import {
+  codeToHttpStatus,
+  contentTypeUnaryJson,
+  errorToJsonBytes,
+  parseContentType,
+} from '@connectrpc/connect/protocol-connect';
+import type { DomainError } from '../domain/errors.ts';
+import {
+  CouponService,
+  type IssueCouponRequest,
+  IssueCouponRequestSchema,
+} from '../gen/coupon/v1/coupon_pb.js';
+import type { ConnectHandler, NodeServerRequest, NodeServerResponse } from './connect-handler.ts';
+import type { CallObserver } from './observability.ts';
+
+const ISSUE_COUPON_PATH = `/${CouponService.typeName}/${CouponService.method.issueCoupon.name}`;
+
+/** An IssueCoupon request is a few dozen bytes; a larger body is left to connect alone. */
+const MAX_BODY_BYTES = 16 * 1024;
+
+export interface RefusalsFromMemory {
+  /** The refusal IssueCoupon would end in, when it is known without a store; see CouponIssuer. */
+  refusalFromMemory(campaignId: string, userId: string): DomainError | undefined;
+}
+
+/**
+ * Answers the IssueCoupon calls the issuer can refuse from memory (a campaign known to be sold
+ * out, an id no campaign has) before connect, and hands every other request to connect, with its
+ * body when it was read here.
+ *
+ * Why: once a campaign is sold out, a storm of late calls is nothing but refusals, and connect's
+ * per-call machinery (universal request, handler context, abort signals, interceptors) costs four
+ * times what the answer does. The answer is connect's own: its protocol helpers pick the HTTP
+ * status and write the error body, and the observer counts it like any other call
+ * (test/api/early-refusal.test.ts compares both paths byte for byte).
+ *
+ * Only Connect-protocol unary calls are judged here (Connect-Web browsers, Connect JSON and
+ * binary clients, k6 over HTTP). gRPC and gRPC-Web calls take connect's full path, where the
+ * same refusal still costs no store round trip. So does every call this cannot judge cheaply and
+ * exactly: a compressed body, one larger than MAX_BODY_BYTES, or one the generated schema does
+ * not decode strictly (connect, which is more lenient, then answers it).
+ * An early refusal skips the interceptors: the per-address rate limit does not count it, since
+ * it costs less than the limiter's own Redis call.
+ */
+export function earlyRefusalHandler(deps: {
+  issuer: RefusalsFromMemory;
+  observer: CallObserver;
+  connect: ConnectHandler;
+}): (request: NodeServerRequest, response: NodeServerResponse) => void {
+  const { issuer, observer, connect } = deps;
+  return (request, response) => {
+    const started = performance.now();
+    const format = readableIssueCall(request);
+    if (!format) {
+      connect(request, response);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        // Too large to be an IssueCoupon worth judging: connect reads what was read, then the rest.
+        request.off('data', onData);
+        request.off('end', onEnd);
+        request.pause();
+        connect(request, response, readAgain(chunks, request));
+      }
+    };
+    const onEnd = () => {
+      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+      const call = decodeIssueCall(body, format.binary);
+      const refusal = call && issuer.refusalFromMemory(call.campaignId, call.userId);
+      if (!refusal) {
+        connect(request, response, body);
+        return;
+      }
+      const answer = observer.refused(CouponService.method.issueCoupon.name, refusal, started);
+      const errorBody = errorToJsonBytes(answer, {});
+      // Lowercase, as connect writes them.
+      response.writeHead(codeToHttpStatus(answer.code), {
+        'content-type': contentTypeUnaryJson,
+        'content-length': errorBody.byteLength,
+      });
+      response.end(errorBody);
+    };
+    request.on('data', onData);
+    request.once('end', onEnd);
+    // A client that goes away mid-body is owed no answer; the error must only not go unhandled.
+    request.on('error', () => undefined);
+  };
+}
+
+async function* readAgain(read: readonly Buffer[], rest: AsyncIterable<Buffer>): AsyncIterable<Uint8Array> {
+  yield* read;
+  yield* rest;
+}
+
+/** The body format of an IssueCoupon call this handler can judge; undefined for any other request. */
+function readableIssueCall(request: NodeServerRequest): { binary: boolean } | undefined {
+  if (request.method !== 'POST' || request.url !== ISSUE_COUPON_PATH) return undefined;
+  const headers = request.headers;
+  const encoding = headers['content-encoding'];
+  if (encoding !== undefined && encoding !== 'identity') return undefined;
+  // Of unknown length (chunked, or HTTP/2), it is read until it proves too large.
+  if (Number(headers['content-length'] ?? 0) > MAX_BODY_BYTES) return undefined;
+  const type = parseContentType(headers['content-type'] ?? null);
+  if (!type || type.stream) return undefined;
+  return type;
+}
+
+function decodeIssueCall(body: Buffer, binary: boolean): IssueCouponRequest | undefined {
+  try {
+    return binary
+      ? fromBinary(IssueCouponRequestSchema, body)
+      : fromJsonString(IssueCouponRequestSchema, body.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
