@@ -31,6 +31,7 @@ const campaign = create(CampaignSchema, {
 });
 
 const rpc = createConnectHandler({
+  onHandlerError: (method, error) => console.error(`answering ${method} failed`, error),
   routes: (router) =>
     router.service(CouponService, {
       createCampaign: () => create(CreateCampaignResponseSchema, { campaign }),

@@ -6,7 +6,11 @@ import {
   type ContextValues,
   createConnectRouter,
 } from '@connectrpc/connect';
-import { createAsyncIterable, type UniversalHandler } from '@connectrpc/connect/protocol';
+import {
+  createAsyncIterable,
+  type UniversalHandler,
+  type UniversalServerRequest,
+} from '@connectrpc/connect/protocol';
 import {
   compressionBrotli,
   compressionGzip,
@@ -21,8 +25,8 @@ export type NodeServerResponse = Parameters<typeof universalResponseToNodeRespon
 export interface ConnectHandlerOptions extends ConnectRouterOptions {
   readonly routes: (router: ConnectRouter) => void;
   readonly contextValues?: (request: NodeServerRequest) => ContextValues;
-  /** Told of a handler that failed outside any call (connect-node logs these to the console). */
-  readonly onHandlerError?: (method: string, error: unknown) => void;
+  /** Told of a call that failed outside its handler, e.g. while writing the answer (connect-node logs these to the console). */
+  readonly onHandlerError: (method: string, error: unknown) => void;
 }
 
 /**
@@ -56,12 +60,27 @@ export function createConnectHandler(options: ConnectHandlerOptions): ConnectHan
       response.end();
       return;
     }
-    const universal = universalRequestFromNodeRequest(
-      request,
-      response,
-      undefined,
-      options.contextValues?.(request),
-    );
+    let universal: UniversalServerRequest;
+    try {
+      universal = universalRequestFromNodeRequest(
+        request,
+        response,
+        undefined,
+        options.contextValues?.(request),
+      );
+    } catch {
+      // An HTTP/1.0 request without a Host header: connect-node cannot build a URL and throws.
+      response.writeHead(400);
+      response.end();
+      return;
+    }
+    if (body !== undefined) {
+      // A body read in part before connect and answered without reading the rest (connect refuses
+      // some calls before reading): drain it, or the keep-alive connection stalls on unread bytes.
+      response.once('finish', () => {
+        if (!request.readableEnded) request.resume();
+      });
+    }
     handler(
       body === undefined
         ? universal
@@ -71,7 +90,7 @@ export function createConnectHandler(options: ConnectHandlerOptions): ConnectHan
       .catch((error: unknown) => {
         // Aborted: the client went away mid-call, nothing is wrong here.
         if (ConnectError.from(error).code !== Code.Aborted)
-          options.onHandlerError?.(handler.method.name, error);
+          options.onHandlerError(handler.method.name, error);
       });
   };
 }

@@ -4,6 +4,7 @@ import {
   contentTypeUnaryJson,
   errorToJsonBytes,
   parseContentType,
+  parseTimeout,
 } from '@connectrpc/connect/protocol-connect';
 import type { DomainError } from '../domain/errors.ts';
 import {
@@ -38,8 +39,8 @@ export interface RefusalsFromMemory {
  * Only Connect-protocol unary calls are judged here (Connect-Web browsers, Connect JSON and
  * binary clients, k6 over HTTP). gRPC and gRPC-Web calls take connect's full path, where the
  * same refusal still costs no store round trip. So does every call this cannot judge cheaply and
- * exactly: a compressed body, one larger than MAX_BODY_BYTES, or one the generated schema does
- * not decode strictly (connect, which is more lenient, then answers it).
+ * exactly: a compressed body, one larger than MAX_BODY_BYTES, a malformed timeout header, or a
+ * body the generated schema does not decode strictly (connect, which is more lenient, answers it).
  * An early refusal skips the interceptors: the per-address rate limit does not count it, since
  * it costs less than the limiter's own Redis call.
  */
@@ -71,8 +72,7 @@ export function earlyRefusalHandler(deps: {
     };
     const onEnd = () => {
       const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
-      const call = decodeIssueCall(body, format.binary);
-      const refusal = call && issuer.refusalFromMemory(call.campaignId, call.userId);
+      const refusal = judgeFromMemory(issuer, decodeIssueCall(body, format.binary));
       if (!refusal) {
         connect(request, response, body);
         return;
@@ -108,7 +108,24 @@ function readableIssueCall(request: NodeServerRequest): { binary: boolean } | un
   if (Number(headers['content-length'] ?? 0) > MAX_BODY_BYTES) return undefined;
   const type = parseContentType(headers['content-type'] ?? null);
   if (!type || type.stream) return undefined;
+  // connect refuses a malformed timeout before it reads the body: let it.
+  const timeout = headers['connect-timeout-ms'];
+  if (Array.isArray(timeout) || parseTimeout(timeout ?? null, Number.MAX_SAFE_INTEGER).error)
+    return undefined;
   return type;
+}
+
+/** A bug in the judging must not take the process down from an event listener: connect gets the call. */
+function judgeFromMemory(
+  issuer: RefusalsFromMemory,
+  call: IssueCouponRequest | undefined,
+): DomainError | undefined {
+  if (!call) return undefined;
+  try {
+    return issuer.refusalFromMemory(call.campaignId, call.userId);
+  } catch {
+    return undefined;
+  }
 }
 
 function decodeIssueCall(body: Buffer, binary: boolean): IssueCouponRequest | undefined {

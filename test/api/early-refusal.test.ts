@@ -70,6 +70,9 @@ async function startSide(early: boolean): Promise<Side> {
         },
       }),
     interceptors: [observabilityInterceptor(observer)],
+    onHandlerError: (method, error) => {
+      throw new Error(`answering ${method} failed`, { cause: error });
+    },
   });
   const side: Side = { server: serveWith(connect), url: '', metrics, handedToConnect: 0 };
   if (early) {
@@ -180,6 +183,11 @@ describe('the early refusal of IssueCoupon', () => {
         () => streamOf(soldOut.replace('u3', 'u'.repeat(20_000))),
         json,
       ],
+      [
+        'with a malformed timeout, which connect refuses first',
+        () => soldOut,
+        { ...json, 'connect-timeout-ms': 'soon' },
+      ],
       ['with a field the schema does not know', () => soldOut.replace('{', '{"extra":1,'), json],
       ['not JSON at all', () => '{"campaignId":', json],
       ['not a Connect unary content type', () => soldOut, { 'content-type': 'text/plain' }],
@@ -193,20 +201,26 @@ describe('the early refusal of IssueCoupon', () => {
   });
 
   it('counts an early refusal in the metrics like any other call', async () => {
-    const outcomes = async () =>
-      (await early.metrics.issueOutcomes.get()).values.find((value) => value.labels.outcome === 'sold_out')
-        ?.value ?? 0;
-    const before = await outcomes();
+    const counted = async () => {
+      const outcomes = (await early.metrics.issueOutcomes.get()).values;
+      const durations = (await early.metrics.rpcDuration.get()).values;
+      return {
+        soldOut: outcomes.find((value) => value.labels.outcome === 'sold_out')?.value ?? 0,
+        timed:
+          durations.find(
+            (value) =>
+              value.labels.code === 'ResourceExhausted' &&
+              value.labels.method === 'IssueCoupon' &&
+              'le' in value.labels &&
+              value.labels.le === '+Inf',
+          )?.value ?? 0,
+      };
+    };
+    const before = await counted();
+    const handedBefore = early.handedToConnect;
     await post(early, JSON.stringify({ campaignId: 'sold-out', userId: 'u4' }), json);
-    expect(await outcomes()).toBe(before + 1);
-    const durations = (await early.metrics.rpcDuration.get()).values.find(
-      (value) =>
-        value.labels.code === 'ResourceExhausted' &&
-        value.labels.method === 'IssueCoupon' &&
-        'le' in value.labels &&
-        value.labels.le === '+Inf',
-    );
-    expect(durations?.value).toBeGreaterThan(0);
+    expect(early.handedToConnect).toBe(handedBefore);
+    expect(await counted()).toEqual({ soldOut: before.soldOut + 1, timed: before.timed + 1 });
   });
 
   it('gives Connect clients over HTTP/2 the same refusal, and leaves gRPC to connect', async () => {

@@ -1,20 +1,21 @@
 import { create } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { Code, ConnectError, createClient } from '@connectrpc/connect';
-import { createConnectTransport } from '@connectrpc/connect-node';
+import { Code, ConnectError, createClient, type Interceptor } from '@connectrpc/connect';
+import { createConnectTransport, createGrpcWebTransport } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CouponService, CreateCampaignRequestSchema } from '../../src/gen/coupon/v1/coupon_pb.js';
 import { RateLimitedSchema } from '../../src/gen/coupon/v1/errors_pb.js';
+import { eventually } from '../support/invariants.ts';
 import { isolatedConfig, openWindow, startApp, uniqueName } from '../support/services.ts';
 
 let env: Awaited<ReturnType<typeof startApp>>;
 let campaignId: string;
 
-async function createCampaign(window: { issuedAt: Date; expiresAt: Date }): Promise<string> {
+async function createCampaign(window: { issuedAt: Date; expiresAt: Date }, amount = 1_000n): Promise<string> {
   const { campaign } = await client('198.51.100.1').createCampaign(
     create(CreateCampaignRequestSchema, {
       name: uniqueName('limits'),
-      amount: 1_000n,
+      amount,
       issuedAt: timestampFromDate(window.issuedAt),
       expiresAt: timestampFromDate(window.expiresAt),
     }),
@@ -32,19 +33,15 @@ afterAll(async () => {
   await env?.stop();
 });
 
-function client(forwardedFor: string) {
+function client(forwardedFor: string, protocol: 'connect' | 'grpc-web' = 'connect') {
+  const forward: Interceptor = (next) => (request) => {
+    request.header.set('x-forwarded-for', forwardedFor);
+    return next(request);
+  };
+  const options = { baseUrl: env.baseUrl, httpVersion: '1.1' as const, interceptors: [forward] };
   return createClient(
     CouponService,
-    createConnectTransport({
-      baseUrl: env.baseUrl,
-      httpVersion: '1.1',
-      interceptors: [
-        (next) => (request) => {
-          request.header.set('x-forwarded-for', forwardedFor);
-          return next(request);
-        },
-      ],
-    }),
+    protocol === 'connect' ? createConnectTransport(options) : createGrpcWebTransport(options),
   );
 }
 
@@ -106,5 +103,31 @@ describe('rate limits on IssueCoupon', () => {
     expect(rateLimited).toHaveLength(4);
     expect(rateLimited[0]?.findDetails(RateLimitedSchema)[0]?.scope).toBe('ip');
     await expect(client('192.0.2.51').issueCoupon({ campaignId, userId: 'other-ip' })).resolves.toBeDefined();
+  });
+
+  it('do not count late calls a sold-out campaign answers from memory before connect (Connect protocol)', async () => {
+    const soldOut = await createCampaign(openWindow(), 1n);
+    await client('198.51.100.2').issueCoupon({ campaignId: soldOut, userId: 'winner' });
+    await client('198.51.100.2')
+      .issueCoupon({ campaignId: soldOut, userId: 'first-late' })
+      .catch(() => undefined);
+    expect(
+      await eventually(
+        async () => (env.app.services.gate.isKnownSoldOut(soldOut) ? [] : ['not marked yet']),
+        2_000,
+      ),
+    ).toEqual([]);
+    const late = (address: string, protocol: 'connect' | 'grpc-web') =>
+      outcomes(
+        Array.from({ length: 12 }, (_, i) =>
+          client(address, protocol).issueCoupon({ campaignId: soldOut, userId: `late-${protocol}-${i}` }),
+        ),
+      );
+    const connect = await late('192.0.2.60', 'connect');
+    expect(connect.rateLimited).toHaveLength(0);
+    expect(connect.others.map((e) => e.code)).toEqual(Array(12).fill(Code.ResourceExhausted));
+    // gRPC-Web goes through connect and its interceptors: the per-address limit counts it.
+    const grpcWeb = await late('192.0.2.61', 'grpc-web');
+    expect(grpcWeb.rateLimited).toHaveLength(4);
   });
 });

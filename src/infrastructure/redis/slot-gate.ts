@@ -149,14 +149,15 @@ export class RedisSlotGate implements SlotGate {
     return new Date(Number(seconds) * 1000 + Math.floor(Number(micros) / 1000));
   }
 
-  /**
-   * Claims arriving in the same turn of the event loop go to Redis as one script call per
-   * campaign, judged in arrival order exactly as one by one; each caller gets its own outcome.
-   */
   /** Every answer of this gate comes from Redis; SoldOutCachingGate remembers some. */
   knownOutcome(): ClaimOutcome | undefined {
     return undefined;
   }
+
+  /**
+   * Claims arriving in the same turn of the event loop go to Redis as one script call per
+   * campaign, judged in arrival order exactly as one by one; each caller gets its own outcome.
+   */
 
   claimSlot(campaignId: string, userId: string): Promise<ClaimOutcome> {
     return this.claims.add(campaignId, userId);
