@@ -41,8 +41,9 @@ export type ConnectHandler = (
 
 /**
  * connect-node's `connectNodeAdapter`, built from the same public parts (a router and the
- * universal request/response converters), plus the one thing the adapter cannot do: take over a
- * request whose body was already read.
+ * universal request/response converters), plus what the adapter does not do: take over a request
+ * whose body was already read, and answer 400 to a request it cannot convert, where the adapter
+ * throws from the request listener and takes the process down.
  */
 export function createConnectHandler(options: ConnectHandlerOptions): ConnectHandler {
   const router = createConnectRouter({
@@ -69,7 +70,7 @@ export function createConnectHandler(options: ConnectHandlerOptions): ConnectHan
         options.contextValues?.(request),
       );
     } catch {
-      // An HTTP/1.0 request without a Host header: connect-node cannot build a URL and throws.
+      // An HTTP/1.0 request without a Host header: connect-node cannot build its URL.
       response.writeHead(400);
       response.end();
       return;

@@ -27,8 +27,8 @@ export interface RefusalsFromMemory {
 
 /**
  * Answers the IssueCoupon calls the issuer can refuse from memory (a campaign known to be sold
- * out, an id no campaign has) before connect, and hands every other request to connect, with its
- * body when it was read here.
+ * out, a user who already holds its coupon, an id no campaign has, bad input) before connect, and
+ * hands every other request to connect, with its body when it was read here.
  *
  * Why: once a campaign is sold out, a storm of late calls is nothing but refusals, and connect's
  * per-call machinery (universal request, handler context, abort signals, interceptors) costs four
