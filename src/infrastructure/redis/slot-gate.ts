@@ -158,7 +158,6 @@ export class RedisSlotGate implements SlotGate {
    * Claims arriving in the same turn of the event loop go to Redis as one script call per
    * campaign, judged in arrival order exactly as one by one; each caller gets its own outcome.
    */
-
   claimSlot(campaignId: string, userId: string): Promise<ClaimOutcome> {
     return this.claims.add(campaignId, userId);
   }
