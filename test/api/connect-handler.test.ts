@@ -1,6 +1,6 @@
-import net from 'node:net';
 import { create } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectJsonRequest, Http1Connection } from '../../loadtest/driver/http1-client.ts';
 import { createConnectHandler } from '../../src/api/connect-handler.ts';
 import { createPolyglotServer, type PolyglotServer } from '../../src/api/server.ts';
 import { CouponService, IssueCouponResponseSchema } from '../../src/gen/coupon/v1/coupon_pb.js';
@@ -45,46 +45,40 @@ afterAll(async () => {
   await server.close(100);
 });
 
-/** Writes raw bytes on one connection and returns the status of each answer, in order. */
-function statusesOf(raw: string, answers: number): Promise<string[]> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    let received = '';
-    const done = () => {
-      socket.destroy();
-      resolve([...received.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((match) => match[1] ?? ''));
-    };
-    socket.on('data', (chunk) => {
-      received += chunk;
-      if ((received.match(/HTTP\/1\.1 /g) ?? []).length >= answers) setTimeout(done, 20);
-    });
-    socket.on('error', done);
-    socket.on('close', done);
-    socket.setTimeout(5_000, done);
-    socket.write(raw);
-  });
-}
+const target = () => `127.0.0.1:${port}`;
+const small = { campaignId: 'c', userId: 'u' };
 
-const body = JSON.stringify({ campaignId: 'c', userId: 'u' });
-const request = (extraHeaders = '', text = body) =>
-  `POST ${ISSUE_PATH} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\n${extraHeaders}\r\n${text}`;
+/** Sends requests one after the other on one keep-alive connection; the status of each answer. */
+async function statusesOf(...requests: Buffer[]): Promise<number[]> {
+  const connection = await Http1Connection.open('127.0.0.1', port);
+  try {
+    const statuses: number[] = [];
+    for (const request of requests) statuses.push((await connection.send(request)).status);
+    return statuses;
+  } finally {
+    connection.close();
+  }
+}
 
 describe('the connect handler', () => {
   it('answers an HTTP/1.0 request without a Host header 400, and keeps serving', async () => {
-    expect(
-      await statusesOf(
-        `POST ${ISSUE_PATH} HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
-        1,
-      ),
-    ).toEqual(['400']);
-    expect(await statusesOf(request(), 1)).toEqual(['200']);
+    const body = JSON.stringify(small);
+    const withoutHost = Buffer.from(
+      `POST ${ISSUE_PATH} HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+    );
+    expect(await statusesOf(withoutHost)).toEqual([400]);
+    expect(await statusesOf(connectJsonRequest(target(), 'IssueCoupon', small))).toEqual([200]);
   });
 
   it('drains a body read in part when connect answers without reading the rest, so keep-alive goes on', async () => {
-    const large = JSON.stringify({ campaignId: 'c', userId: 'u'.repeat(200_000) });
     // connect refuses the malformed timeout before it reads the body.
-    const refused = request('x-read-in-part: 1\r\nconnect-timeout-ms: bogus\r\n', large);
-    expect(await statusesOf(refused + request(), 2)).toEqual(['400', '200']);
+    const refused = connectJsonRequest(
+      target(),
+      'IssueCoupon',
+      { campaignId: 'c', userId: 'u'.repeat(200_000) },
+      ['x-read-in-part: 1', 'connect-timeout-ms: bogus'],
+    );
+    expect(await statusesOf(refused, connectJsonRequest(target(), 'IssueCoupon', small))).toEqual([400, 200]);
     expect(handlerErrors).toEqual([]);
   });
 });
