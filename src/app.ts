@@ -146,8 +146,14 @@ export async function buildServices(
       metrics.claimsSettled.inc({ how: 'reconciled_released' }, report.released);
       metrics.claimsSettled.inc({ how: 'reconciled_confirmed' }, report.confirmed);
       metrics.claimsSettled.inc({ how: 'adopted' }, report.adopted);
-      if (report.confirmed + report.released + report.adopted > 0)
+      metrics.claimsSettled.inc({ how: 'leaked_returned' }, report.leaked);
+      if (report.leaked > 0) {
+        // Slots counted as taken with neither a row nor a pending claim behind them: the gate and
+        // the database disagreed, which only a lost Redis write or a defect explains.
+        logger.warn(report, 'returned leaked slots: the gate counted claims no coupon stands behind');
+      } else if (report.confirmed + report.released + report.adopted > 0) {
         logger.info(report, 'reconciled pending claims');
+      }
     } catch (error) {
       logger.warn({ err: error }, 'reconciling pending claims failed; will retry');
     }

@@ -1,4 +1,9 @@
-import { type Campaign, type NewCampaignInput, validateNewCampaign } from '../domain/campaign.ts';
+import {
+  type Campaign,
+  type NewCampaignInput,
+  validateCampaignNameLength,
+  validateNewCampaign,
+} from '../domain/campaign.ts';
 import { CampaignNotFoundError, InvalidArgumentError } from '../domain/errors.ts';
 import type { CampaignRepository, SlotGate } from './ports.ts';
 
@@ -28,6 +33,9 @@ export class CampaignService {
     if (name.length === 0) {
       throw new InvalidArgumentError('name', 'name must not be empty');
     }
+    // Looked up exactly as given, white space included: campaigns created before names were
+    // checked for it stay readable.
+    validateCampaignNameLength(name);
     const found = await this.campaigns.findByNameWithCodes(name);
     if (!found) throw new CampaignNotFoundError('name', name);
     return found;

@@ -5,6 +5,7 @@ import {
   CampaignNotFoundError,
   CampaignNotOpenError,
   DomainError,
+  InvalidArgumentError,
   RateLimitedError,
   SoldOutError,
 } from '../domain/errors.ts';
@@ -144,6 +145,12 @@ export class CouponIssuer {
           // slot too many and did not know the user: this claim corrected both. Keep it.
           await this.gate.confirmSlot(campaignId, userId).catch(() => undefined);
           throw new AlreadyIssuedError(campaignId, userId);
+        case 'user-id-collides':
+          await this.releaseQuietly(claim);
+          throw new InvalidArgumentError(
+            'user_id',
+            'user_id cannot be told apart from another user id by the database; use an id that differs from it in more than padding',
+          );
         case 'campaign-full':
           await this.gate.closeSlots(campaignId, userId).catch(() => undefined);
           throw new SoldOutError(campaignId);

@@ -108,8 +108,13 @@ export type PersistOutcome =
   | 'persisted'
   /** Another coupon already has this code; retry with a new one. */
   | 'code-taken'
-  /** The user already holds a coupon of this campaign. */
+  /** The user already holds a coupon of this campaign (the stored holder equals it byte for byte). */
   | 'user-has-coupon'
+  /**
+   * The database's unique key took this user id for another one it cannot tell apart (a
+   * collation that is not byte-exact): nobody holds a coupon under this exact id.
+   */
+  | 'user-id-collides'
   /** The campaign's issued count has reached its amount. */
   | 'campaign-full';
 

@@ -39,9 +39,8 @@ export function validateNewCampaign(input: NewCampaignInput, now: Date): NewCamp
   if (name.trim().length === 0) {
     throw new InvalidArgumentError('name', 'name must not be empty');
   }
-  if ([...name].length > CAMPAIGN_NAME_MAX_LENGTH) {
-    throw new InvalidArgumentError('name', `name must be at most ${CAMPAIGN_NAME_MAX_LENGTH} characters`);
-  }
+  validateCampaignNameLength(name);
+  refuseAmbiguousText('name', name);
   if (input.amount <= 0n || input.amount > BigInt(CAMPAIGN_AMOUNT_MAX)) {
     throw new InvalidArgumentError(
       'amount',
@@ -102,12 +101,55 @@ export function couldBeCampaignId(campaignId: string): boolean {
   return UUID.test(campaignId);
 }
 
+/**
+ * A user id is compared byte for byte by both stores, so one that only looks like another is a
+ * different user. Ids that invite such look-alikes are refused rather than stored: white space at
+ * either end ("alice" and "alice "), control characters, and lone surrogates (which every store
+ * turns into U+FFFD, making two ids one).
+ */
 export function validateUserId(userId: string): string {
   if (userId.length === 0) {
     throw new InvalidArgumentError('user_id', 'user_id must not be empty');
   }
-  if ([...userId].length > USER_ID_MAX_LENGTH) {
+  if (!fitsInCodePoints(userId, USER_ID_MAX_LENGTH)) {
     throw new InvalidArgumentError('user_id', `user_id must be at most ${USER_ID_MAX_LENGTH} characters`);
   }
+  refuseAmbiguousText('user_id', userId);
   return userId;
+}
+
+/** A name longer than any campaign may have names none: refused before any store is asked. */
+export function validateCampaignNameLength(name: string): string {
+  if (!fitsInCodePoints(name, CAMPAIGN_NAME_MAX_LENGTH)) {
+    throw new InvalidArgumentError('name', `name must be at most ${CAMPAIGN_NAME_MAX_LENGTH} characters`);
+  }
+  return name;
+}
+
+/**
+ * Whether `text` has at most `max` code points (the characters MySQL counts), deciding from the
+ * UTF-16 length alone where it can: counting a megabyte string would cost more than the call.
+ */
+function fitsInCodePoints(text: string, max: number): boolean {
+  if (text.length <= max) return true;
+  // A code point takes one or two UTF-16 units.
+  if (text.length > 2 * max) return false;
+  let codePoints = 0;
+  for (const _ of text) codePoints++;
+  return codePoints <= max;
+}
+
+const WHITE_SPACE_AT_AN_END = /^\s|\s$/u;
+const CONTROL_CHARACTER = /\p{Cc}/u;
+
+function refuseAmbiguousText(field: string, text: string): void {
+  if (!text.isWellFormed()) {
+    throw new InvalidArgumentError(field, `${field} must be valid Unicode: it contains a lone surrogate`);
+  }
+  if (CONTROL_CHARACTER.test(text)) {
+    throw new InvalidArgumentError(field, `${field} must not contain control characters`);
+  }
+  if (WHITE_SPACE_AT_AN_END.test(text)) {
+    throw new InvalidArgumentError(field, `${field} must not start or end with white space`);
+  }
 }

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   CAMPAIGN_AMOUNT_MAX,
   couldBeCampaignId,
@@ -72,6 +72,38 @@ describe('issue arguments', () => {
     expect(rejection(() => validateUserId('')).field).toBe('user_id');
     expect(rejection(() => validateUserId('u'.repeat(129))).field).toBe('user_id');
     expect(validateUserId('u'.repeat(128))).toHaveLength(128);
+  });
+});
+
+describe('ids and names that only look like others', () => {
+  it.each([
+    ['a trailing space', 'alice '],
+    ['a leading space', ' alice'],
+    ['a trailing no-break space', 'alice\u00a0'],
+    ['a tab', 'alice\t'],
+    ['a NUL inside', 'al\u0000ice'],
+    ['a C1 control character', 'alice\u0085x'],
+    ['a lone surrogate', 'al\ud800ice'],
+  ])('refuses a user id with %s', (_label, userId) => {
+    expect(rejection(() => validateUserId(userId)).field).toBe('user_id');
+    expect(rejection(() => validateNewCampaign({ ...valid, name: userId }, now)).field).toBe('name');
+  });
+
+  it('accepts inner spaces, Hangul and astral characters', () => {
+    for (const id of ['alice smith', '김철수', '🎟️ holder', '𠀀'.repeat(128)])
+      expect(validateUserId(id)).toBe(id);
+    expect(rejection(() => validateUserId('𠀀'.repeat(129))).field).toBe('user_id');
+  });
+
+  it('refuses a huge id by its length alone, without walking it', () => {
+    const huge = 'u'.repeat(60 * 1024 * 1024);
+    const iterate = vi.spyOn(String.prototype, Symbol.iterator);
+    try {
+      expect(rejection(() => validateUserId(huge)).field).toBe('user_id');
+      expect(iterate).not.toHaveBeenCalled();
+    } finally {
+      iterate.mockRestore();
+    }
   });
 });
 

@@ -108,8 +108,25 @@ export class MikroOrmCouponRepository implements CouponRepository {
       });
       return 'persisted';
     } catch (error) {
-      if (error instanceof Refused) return error.outcome;
-      throw error;
+      if (!(error instanceof Refused)) throw error;
+      if (error.outcome === 'user-has-coupon' && !(await this.holdsExactly(coupon)))
+        return 'user-id-collides';
+      return error.outcome;
     }
+  }
+
+  /**
+   * Whether the coupon the unique key found is held by this very user id. The gate compares ids
+   * byte for byte; a key that compared them more loosely (a PAD SPACE collation) would otherwise
+   * make "alice " look like the holder "alice" and cost a slot no row stands behind.
+   */
+  private async holdsExactly(coupon: CouponToPersist): Promise<boolean> {
+    const rows = await this.db.em
+      .fork()
+      .execute<{ user_id: string }[]>('select user_id from coupon where campaign_id = ? and user_id = ?', [
+        coupon.campaignId,
+        coupon.userId,
+      ]);
+    return rows.some((row) => row.user_id === coupon.userId);
   }
 }

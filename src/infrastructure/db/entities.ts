@@ -1,6 +1,9 @@
 import { defineEntity, p } from '@mikro-orm/core';
 
 /**
+ * Text a client names (campaign name, user id, code) is compared byte for byte, as Redis does: a
+ * NO PAD binary collation the migration picks per server (none is common to MySQL and MariaDB).
+ *
  * The source of truth. `issued_count` is raised in the same transaction as each coupon insert,
  * guarded so it can never pass `amount`: the database enforces the cap on its own, whatever the
  * Redis gate believes.
@@ -10,7 +13,7 @@ export const CampaignEntity = defineEntity({
   tableName: 'campaign',
   properties: {
     id: p.string().length(36).primary(),
-    name: p.string().length(200).collation('utf8mb4_bin').unique('campaign_name_unique'),
+    name: p.string().length(200).unique('campaign_name_unique'),
     amount: p.integer(),
     issuedCount: p.integer().default(0),
     issuedAt: p.datetime(3),
@@ -30,8 +33,8 @@ export const CouponEntity = defineEntity({
     id: p.bigint('number').primary().autoincrement(),
     campaign: () =>
       p.manyToOne(CampaignEntity).fieldName('campaign_id').foreignKeyName('coupon_campaign_fk').index(false),
-    userId: p.string().length(128).collation('utf8mb4_bin'),
-    code: p.string().length(10).collation('utf8mb4_bin').unique('coupon_code_unique'),
+    userId: p.string().length(128),
+    code: p.string().length(10).unique('coupon_code_unique'),
     issuedAt: p.datetime(3),
   },
   uniques: [{ name: 'coupon_campaign_user_unique', properties: ['campaign', 'userId'] }],

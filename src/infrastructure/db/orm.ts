@@ -2,6 +2,7 @@ import { MikroORM } from '@mikro-orm/mariadb';
 import { Migrator } from '@mikro-orm/migrations';
 import { CampaignEntity, CouponEntity } from './entities.ts';
 import { Migration20261125000000_initial } from './migrations/Migration20261125000000_initial.ts';
+import { Migration20261201000000_nopad_collation } from './migrations/Migration20261201000000_nopad_collation.ts';
 
 export type Database = MikroORM;
 
@@ -30,7 +31,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     pool: { min: 0, max: options.poolSize },
     driverOptions: { connectTimeout: options.timeoutMs },
     migrations: {
-      migrationsList: [Migration20261125000000_initial],
+      migrationsList: [Migration20261125000000_initial, Migration20261201000000_nopad_collation],
       snapshot: false,
       snapshotOnMigrate: false,
       dropTables: false,
