@@ -17,6 +17,7 @@ import {
   universalRequestFromNodeRequest,
   universalResponseToNodeResponse,
 } from '@connectrpc/connect-node';
+import { parseFailuresAsInvalidArgument } from './parse-failures.ts';
 
 /** http and http2 requests and responses, as connect-node takes them. */
 export type NodeServerRequest = Parameters<typeof universalRequestFromNodeRequest>[0];
@@ -42,8 +43,9 @@ export type ConnectHandler = (
 /**
  * connect-node's `connectNodeAdapter`, built from the same public parts (a router and the
  * universal request/response converters), plus what the adapter does not do: take over a request
- * whose body was already read, and answer 400 to a request it cannot convert, where the adapter
- * throws from the request listener and takes the process down.
+ * whose body was already read, answer 400 to a request it cannot convert, where the adapter
+ * throws from the request listener and takes the process down, and answer a request message
+ * that does not decode INVALID_ARGUMENT rather than INTERNAL (parse-failures.ts).
  */
 export function createConnectHandler(options: ConnectHandlerOptions): ConnectHandler {
   const router = createConnectRouter({
@@ -75,23 +77,34 @@ export function createConnectHandler(options: ConnectHandlerOptions): ConnectHan
       response.end();
       return;
     }
-    if (body !== undefined) {
-      // A body read in part before connect and answered without reading the rest (connect refuses
-      // some calls before reading): drain it, or the keep-alive connection stalls on unread bytes.
-      response.once('finish', () => {
-        if (!request.readableEnded) request.resume();
-      });
-    }
-    handler(
+    // A call answered before its body was read to the end (connect refuses some calls before
+    // reading, and stops reading one over the size limit): the rest is drained, never left to be
+    // parsed as the next request. And connect must not stop reading by destroying the request (a
+    // stream's own async iterator does that on an early exit): on HTTP/1.1 that closes the
+    // keep-alive connection under a client that was told to keep it, and its next call is reset.
+    // The request timeout bounds how long a client may keep sending.
+    response.once('finish', () => {
+      if (!request.readableEnded) request.resume();
+    });
+    const requestBody =
       body === undefined
-        ? universal
-        : { ...universal, body: body instanceof Uint8Array ? createAsyncIterable([body]) : body },
-    )
-      .then((answer) => universalResponseToNodeResponse(answer, response))
+        ? unreadBody(request)
+        : body instanceof Uint8Array
+          ? createAsyncIterable([body])
+          : body;
+    handler({ ...universal, body: requestBody })
+      .then(async (answer) =>
+        universalResponseToNodeResponse(await parseFailuresAsInvalidArgument(answer), response),
+      )
       .catch((error: unknown) => {
         // Aborted: the client went away mid-call, nothing is wrong here.
         if (ConnectError.from(error).code !== Code.Aborted)
           options.onHandlerError(handler.method.name, error);
       });
   };
+}
+
+/** The request body as connect reads it; leaving the loop early pauses the request instead of destroying it. */
+export function unreadBody(request: NodeServerRequest): AsyncIterable<Uint8Array> {
+  return request.iterator({ destroyOnReturn: false });
 }

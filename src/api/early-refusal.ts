@@ -12,7 +12,12 @@ import {
   type IssueCouponRequest,
   IssueCouponRequestSchema,
 } from '../gen/coupon/v1/coupon_pb.js';
-import type { ConnectHandler, NodeServerRequest, NodeServerResponse } from './connect-handler.ts';
+import {
+  type ConnectHandler,
+  type NodeServerRequest,
+  type NodeServerResponse,
+  unreadBody,
+} from './connect-handler.ts';
 import type { CallObserver } from './observability.ts';
 
 const ISSUE_COUPON_PATH = `/${CouponService.typeName}/${CouponService.method.issueCoupon.name}`;
@@ -67,7 +72,7 @@ export function earlyRefusalHandler(deps: {
         request.off('data', onData);
         request.off('end', onEnd);
         request.pause();
-        connect(request, response, readAgain(chunks, request));
+        connect(request, response, readAgain(chunks, unreadBody(request)));
       }
     };
     const onEnd = () => {
@@ -93,7 +98,10 @@ export function earlyRefusalHandler(deps: {
   };
 }
 
-async function* readAgain(read: readonly Buffer[], rest: AsyncIterable<Buffer>): AsyncIterable<Uint8Array> {
+async function* readAgain(
+  read: readonly Buffer[],
+  rest: AsyncIterable<Uint8Array>,
+): AsyncIterable<Uint8Array> {
   yield* read;
   yield* rest;
 }

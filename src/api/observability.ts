@@ -64,7 +64,12 @@ export class CallObserver {
         this.logger.debug({ method, code: CODE_NAME[code], message: thrown.message }, 'call refused');
       }
     } else if (thrown instanceof DependencyUnavailableError || code === Code.Unavailable) {
-      this.logger.warn({ method, message: (thrown as Error).message }, 'call failed: dependency unavailable');
+      // The cause carries what the driver said; the client was only told to retry.
+      const cause = (thrown as Error).cause;
+      this.logger.warn(
+        { method, message: (thrown as Error).message, cause: cause instanceof Error ? cause.message : cause },
+        'call failed: dependency unavailable',
+      );
     } else if (!(error instanceof ConnectError) || code === Code.Internal || code === Code.Unknown) {
       this.logger.error({ method, code: CODE_NAME[code], err: thrown }, 'call failed');
     } else {

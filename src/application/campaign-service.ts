@@ -29,13 +29,22 @@ export class CampaignService {
     return campaign;
   }
 
-  async getCampaign(name: string): Promise<CampaignWithCodes> {
+  /** With `withCodes` false the codes are neither read nor returned (they are bearer secrets). */
+  async getCampaign(
+    name: string,
+    options: { withCodes: boolean } = { withCodes: true },
+  ): Promise<CampaignWithCodes> {
     if (name.length === 0) {
       throw new InvalidArgumentError('name', 'name must not be empty');
     }
     // Looked up exactly as given, white space included: campaigns created before names were
     // checked for it stay readable.
     validateCampaignNameLength(name);
+    if (!options.withCodes) {
+      const campaign = await this.campaigns.findByName(name);
+      if (!campaign) throw new CampaignNotFoundError('name', name);
+      return { campaign, couponCodes: [] };
+    }
     const found = await this.campaigns.findByNameWithCodes(name);
     if (!found) throw new CampaignNotFoundError('name', name);
     return found;

@@ -90,6 +90,7 @@ export interface SlotGate {
 export interface CampaignRepository {
   /** Throws CampaignNameTakenError when the name exists. */
   create(campaign: NewCampaign): Promise<Campaign>;
+  findByName(name: string): Promise<Campaign | undefined>;
   /** The campaign and every code issued so far (in issue order), read from one snapshot. */
   findByNameWithCodes(name: string): Promise<{ campaign: Campaign; couponCodes: string[] } | undefined>;
   loadGateState(campaignId: string): Promise<CampaignGateState | undefined>;

@@ -53,11 +53,8 @@ export function validateNewCampaign(input: NewCampaignInput, now: Date): NewCamp
   if (!input.expiresAt) {
     throw new InvalidArgumentError('expires_at', 'expires_at is required');
   }
-  const issuedAt = new Date(input.issuedAt.getTime());
-  const expiresAt = new Date(input.expiresAt.getTime());
-  if (Number.isNaN(issuedAt.getTime()) || Number.isNaN(expiresAt.getTime())) {
-    throw new InvalidArgumentError('issued_at', 'issued_at and expires_at must be valid timestamps');
-  }
+  const issuedAt = storableInstant('issued_at', input.issuedAt);
+  const expiresAt = storableInstant('expires_at', input.expiresAt);
   if (expiresAt.getTime() <= issuedAt.getTime()) {
     throw new InvalidArgumentError(
       'expires_at',
@@ -71,6 +68,21 @@ export function validateNewCampaign(input: NewCampaignInput, now: Date): NewCamp
     );
   }
   return { name, amount: Number(input.amount), issuedAt, expiresAt };
+}
+
+/** The instants a DATETIME column holds: years 1 to 9999 (proto Timestamps span the same range). */
+export const EARLIEST_INSTANT = new Date('0001-01-01T00:00:00.000Z');
+export const LATEST_INSTANT = new Date('9999-12-31T23:59:59.999Z');
+
+function storableInstant(field: string, instant: Date): Date {
+  const ms = instant.getTime();
+  if (Number.isNaN(ms) || ms < EARLIEST_INSTANT.getTime() || ms > LATEST_INSTANT.getTime()) {
+    throw new InvalidArgumentError(
+      field,
+      `${field} must be between ${EARLIEST_INSTANT.toISOString()} and ${LATEST_INSTANT.toISOString()}`,
+    );
+  }
+  return new Date(ms);
 }
 
 /** Ids we hand out are 36-character UUIDs; anything far longer cannot name a campaign. */

@@ -20,6 +20,17 @@ export abstract class DomainError extends Error {
   }
 }
 
+/** Input echoed in a message is cut to this many characters: an error must not grow with the request. */
+const QUOTED_MAX = 40;
+
+/** A value as an error message shows it: JSON-quoted (control characters visible), at most a short prefix. */
+export function quoted(value: string): string {
+  const chars = [...value.slice(0, 2 * QUOTED_MAX)];
+  return chars.length > QUOTED_MAX || value.length > 2 * QUOTED_MAX
+    ? `${JSON.stringify(chars.slice(0, QUOTED_MAX).join(''))}…`
+    : JSON.stringify(value);
+}
+
 export type DomainErrorKind =
   | 'invalid-argument'
   | 'campaign-not-found'
@@ -41,21 +52,21 @@ export class InvalidArgumentError extends DomainError {
 export class CampaignNotFoundError extends DomainError {
   readonly kind = 'campaign-not-found';
   constructor(by: 'id' | 'name', value: string) {
-    super(`campaign with ${by} "${value}" does not exist`);
+    super(`campaign with ${by} ${quoted(value)} does not exist`);
   }
 }
 
 export class CampaignNameTakenError extends DomainError {
   readonly kind = 'campaign-name-taken';
   constructor(name: string) {
-    super(`a campaign named "${name}" already exists; pick another name`);
+    super(`a campaign named ${quoted(name)} already exists; pick another name`);
   }
 }
 
 export class AlreadyIssuedError extends DomainError {
   readonly kind = 'already-issued';
   constructor(campaignId: string, userId: string) {
-    super(`user "${userId}" already holds a coupon of campaign ${campaignId}`);
+    super(`user ${quoted(userId)} already holds a coupon of campaign ${campaignId}`);
   }
 }
 

@@ -86,14 +86,12 @@ export class DependencyBreaker {
         { cause: error },
       );
     }
-    const reason = error instanceof Error ? error.message : String(error);
+    // The driver's text stays in the cause, for the logs; the client hears what to do.
+    const timedOut = code === 'ETIMEDOUT';
     return new DependencyUnavailableError(
       this.dependency,
-      `${this.dependency} unavailable while ${operation}: ${reason}`,
-      {
-        cause: error,
-        outcomeUnknown: code === 'ETIMEDOUT',
-      },
+      `${this.dependency} ${timedOut ? 'did not answer in time' : 'unavailable'} while ${operation}; retry shortly`,
+      { cause: error, outcomeUnknown: timedOut },
     );
   }
 }

@@ -69,6 +69,38 @@ describe('admin auth', () => {
   });
 });
 
+describe('coupon codes, bearer secrets', () => {
+  const client = () => createClient(CouponService, createGrpcTransport({ baseUrl: env.baseUrl }));
+  it('go only to admin callers in GetCampaign; others see the campaign and its counts', async () => {
+    const request = campaignRequest();
+    const admin = { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } };
+    const { campaign } = await client().createCampaign(request, admin);
+    const issued = await client().issueCoupon({ campaignId: campaign?.id ?? '', userId: 'holder' });
+    for (const headers of [{}, { authorization: 'Bearer wrong-token' }]) {
+      const read = await client().getCampaign({ name: request.name }, { headers });
+      expect(read.campaign?.issuedCount).toBe(1n);
+      expect(read.couponCodes).toEqual([]);
+    }
+    expect((await client().getCampaign({ name: request.name }, admin)).couponCodes).toEqual([
+      issued.coupon?.code,
+    ]);
+  });
+});
+
+describe('error messages', () => {
+  const client = () => createClient(CouponService, createGrpcTransport({ baseUrl: env.baseUrl }));
+  it('quote at most a short prefix of what the caller sent', async () => {
+    const long = `${'긴'.repeat(150)}${'x'.repeat(50)}`;
+    const notFound = await client()
+      .getCampaign({ name: long })
+      .catch((error: unknown) => ConnectError.from(error));
+    expect(notFound).toBeInstanceOf(ConnectError);
+    expect((notFound as ConnectError).code).toBe(Code.NotFound);
+    expect((notFound as ConnectError).rawMessage).toContain(`"${'긴'.repeat(40)}"…`);
+    expect((notFound as ConnectError).rawMessage.length).toBeLessThan(100);
+  });
+});
+
 describe('metrics', () => {
   it('serves Prometheus text with process metrics and the service counters, and they move', async () => {
     const response = await fetch(`${env.baseUrl}/metrics`);

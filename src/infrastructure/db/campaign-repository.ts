@@ -59,6 +59,15 @@ export class MikroOrmCampaignRepository implements CampaignRepository {
     return { id, issuedCount: 0, ...campaign };
   }
 
+  async findByName(name: string): Promise<Campaign | undefined> {
+    return guarded(this.breaker, 'reading a campaign', async () => {
+      const [row] = await this.db.em
+        .fork()
+        .execute<CampaignRow[]>(`${SELECT_CAMPAIGN} where name = ?`, [name]);
+      return row && toCampaign(row);
+    });
+  }
+
   async findByNameWithCodes(
     name: string,
   ): Promise<{ campaign: Campaign; couponCodes: string[] } | undefined> {

@@ -342,8 +342,7 @@ export class RedisSlotGate implements SlotGate {
     try {
       return await command();
     } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      throw new DependencyUnavailableError('redis', `redis unavailable while ${operation}: ${reason}`, {
+      throw new DependencyUnavailableError('redis', `redis unavailable while ${operation}; retry shortly`, {
         cause: error,
       });
     }
