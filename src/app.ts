@@ -59,7 +59,12 @@ export interface Services {
   readonly repositories: { readonly campaigns: CampaignRepository; readonly coupons: CouponRepository };
   readonly redis: Redis;
   readonly db: Database;
-  readonly breakers: { readonly redis: DependencyBreaker; readonly database: DependencyBreaker };
+  readonly breakers: {
+    readonly redis: DependencyBreaker;
+    readonly database: DependencyBreaker;
+    /** Large reads (GetCampaign with its codes): their failures never open the issue path's breaker. */
+    readonly databaseReads: DependencyBreaker;
+  };
   readonly metrics: Metrics;
   close(): Promise<void>;
 }
@@ -100,9 +105,10 @@ export async function buildServices(
   const breakers = {
     redis: new DependencyBreaker('redis', breakerOptions),
     database: new DependencyBreaker('database', breakerOptions),
+    databaseReads: new DependencyBreaker('database', { ...breakerOptions, label: 'database_reads' }),
   };
   for (const breaker of Object.values(breakers)) {
-    const dependency = breaker.dependency;
+    const dependency = breaker.label;
     metrics.breakerState.set({ dependency }, 0);
     breaker.on('open', () => {
       metrics.breakerState.set({ dependency }, 1);
@@ -129,7 +135,7 @@ export async function buildServices(
     maxUsers: 200_000,
     onSlotReturned: () => metrics.claimsSettled.inc({ how: 'released' }),
   });
-  const campaignRepository = new MikroOrmCampaignRepository(db, breakers.database);
+  const campaignRepository = new MikroOrmCampaignRepository(db, breakers.database, breakers.databaseReads);
   const couponRepository = new GroupCommitCouponRepository(
     new MikroOrmCouponRepository(db, breakers.database),
     {
@@ -167,7 +173,11 @@ export async function buildServices(
   }, config.reconcileIntervalMs);
 
   return {
-    campaigns: new CampaignService({ campaigns: campaignRepository, gate }),
+    campaigns: new CampaignService({
+      campaigns: campaignRepository,
+      gate,
+      maxConcurrentCodeReads: config.campaignCodeReadsMax,
+    }),
     issuer: new CouponIssuer({ gate, campaigns: campaignRepository, coupons: couponRepository }),
     reconciler,
     gate,

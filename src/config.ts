@@ -54,6 +54,8 @@ const schema = z.object({
     .transform((value) => value === 'true' || value === '1'),
   /** ADMIN_TOKEN: when set, CreateCampaign requires `authorization: Bearer <token>`. */
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** CAMPAIGN_CODE_READS_MAX: GetCampaign calls returning codes that may read the database at once per process; more are RESOURCE_EXHAUSTED. */
+  CAMPAIGN_CODE_READS_MAX: positiveInt.default(4),
   /** LOG_LEVEL: pino level (fatal, error, warn, info, debug, trace, silent). */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -77,6 +79,7 @@ export interface Config {
   readonly issueRateLimitPerUser: number;
   readonly issueRateLimitPerIp: number;
   readonly trustProxy: boolean;
+  readonly campaignCodeReadsMax: number;
 }
 
 export class ConfigError extends Error {}
@@ -120,5 +123,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     issueRateLimitPerUser: c.ISSUE_RATE_LIMIT_PER_USER,
     issueRateLimitPerIp: c.ISSUE_RATE_LIMIT_PER_IP,
     trustProxy: c.TRUST_PROXY,
+    campaignCodeReadsMax: c.CAMPAIGN_CODE_READS_MAX,
   };
 }

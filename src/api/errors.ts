@@ -13,6 +13,7 @@ const CODE_OF: Record<DomainErrorKind, Code> = {
   'campaign-not-open': Code.FailedPrecondition,
   'sold-out': Code.ResourceExhausted,
   'rate-limited': Code.ResourceExhausted,
+  'too-many-reads': Code.ResourceExhausted,
 };
 
 /** A ConnectError for an expected refusal: without a stack trace, which no one reads and costs more than the answer. */

@@ -13,6 +13,7 @@ const ISSUE_OUTCOME_OF: Record<DomainErrorKind, string> = {
   'campaign-not-open': 'not_open',
   'sold-out': 'sold_out',
   'rate-limited': 'rate_limited',
+  'too-many-reads': 'invalid',
 };
 
 /** Code names as Prometheus label values, computed once rather than per call. */

@@ -4,7 +4,7 @@ import {
   validateCampaignNameLength,
   validateNewCampaign,
 } from '../domain/campaign.ts';
-import { CampaignNotFoundError, InvalidArgumentError } from '../domain/errors.ts';
+import { CampaignNotFoundError, InvalidArgumentError, TooManyReadsError } from '../domain/errors.ts';
 import type { CampaignRepository, SlotGate } from './ports.ts';
 
 export interface CampaignWithCodes {
@@ -15,10 +15,18 @@ export interface CampaignWithCodes {
 export class CampaignService {
   private readonly campaigns: CampaignRepository;
   private readonly gate: SlotGate;
+  private readonly maxConcurrentCodeReads: number;
+  private codeReadsInFlight = 0;
 
-  constructor(deps: { campaigns: CampaignRepository; gate: SlotGate }) {
+  /**
+   * `maxConcurrentCodeReads` bounds the reads of a campaign with all its codes (megabytes for a
+   * big campaign) running at once: past it a read is refused at once, so a crowd of them can
+   * neither take every database connection nor time out into an open breaker.
+   */
+  constructor(deps: { campaigns: CampaignRepository; gate: SlotGate; maxConcurrentCodeReads?: number }) {
     this.campaigns = deps.campaigns;
     this.gate = deps.gate;
+    this.maxConcurrentCodeReads = deps.maxConcurrentCodeReads ?? Number.POSITIVE_INFINITY;
   }
 
   async createCampaign(input: NewCampaignInput): Promise<Campaign> {
@@ -45,8 +53,16 @@ export class CampaignService {
       if (!campaign) throw new CampaignNotFoundError('name', name);
       return { campaign, couponCodes: [] };
     }
-    const found = await this.campaigns.findByNameWithCodes(name);
-    if (!found) throw new CampaignNotFoundError('name', name);
-    return found;
+    if (this.codeReadsInFlight >= this.maxConcurrentCodeReads) {
+      throw new TooManyReadsError('GetCampaign reads with codes', this.maxConcurrentCodeReads);
+    }
+    this.codeReadsInFlight++;
+    try {
+      const found = await this.campaigns.findByNameWithCodes(name);
+      if (!found) throw new CampaignNotFoundError('name', name);
+      return found;
+    } finally {
+      this.codeReadsInFlight--;
+    }
   }
 }

@@ -38,7 +38,8 @@ export type DomainErrorKind =
   | 'already-issued'
   | 'campaign-not-open'
   | 'sold-out'
-  | 'rate-limited';
+  | 'rate-limited'
+  | 'too-many-reads';
 
 export class InvalidArgumentError extends DomainError {
   readonly kind = 'invalid-argument';
@@ -106,5 +107,13 @@ export class RateLimitedError extends DomainError {
     this.scope = scope;
     this.limitPerSecond = limitPerSecond;
     this.retryAfterMs = retryMs;
+  }
+}
+
+/** Too many large reads in progress in this process: the issue path keeps its database connections. */
+export class TooManyReadsError extends DomainError {
+  readonly kind = 'too-many-reads';
+  constructor(what: string, limit: number) {
+    super(`too many ${what} in progress (at most ${limit} at once per instance); retry in a moment`);
   }
 }

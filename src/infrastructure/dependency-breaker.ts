@@ -7,6 +7,8 @@ export interface DependencyBreakerOptions {
   readonly timeoutMs: number;
   /** How long the circuit stays open before one trial call may pass. */
   readonly resetMs: number;
+  /** Names this breaker in metrics and logs when a dependency has several (default: the dependency). */
+  readonly label?: string;
 }
 
 type Action = () => Promise<unknown>;
@@ -18,10 +20,12 @@ type Action = () => Promise<unknown>;
  */
 export class DependencyBreaker {
   readonly dependency: 'redis' | 'database';
+  readonly label: string;
   private readonly breaker: CircuitBreaker<[Action], unknown>;
 
   constructor(dependency: 'redis' | 'database', options: DependencyBreakerOptions) {
     this.dependency = dependency;
+    this.label = options.label ?? dependency;
     this.breaker = new CircuitBreaker((action: Action) => action(), {
       timeout: options.timeoutMs,
       resetTimeout: options.resetMs,

@@ -32,10 +32,13 @@ function toCampaign(row: CampaignRow): Campaign {
 export class MikroOrmCampaignRepository implements CampaignRepository {
   private readonly db: Database;
   private readonly breaker: DependencyBreaker | undefined;
+  private readonly readsBreaker: DependencyBreaker | undefined;
 
-  constructor(db: Database, breaker?: DependencyBreaker) {
+  /** `readsBreaker` guards the large reads (a campaign with every code), apart from the issue path. */
+  constructor(db: Database, breaker?: DependencyBreaker, readsBreaker = breaker) {
     this.db = db;
     this.breaker = breaker;
+    this.readsBreaker = readsBreaker;
   }
 
   async create(campaign: NewCampaign): Promise<Campaign> {
@@ -72,7 +75,7 @@ export class MikroOrmCampaignRepository implements CampaignRepository {
     name: string,
   ): Promise<{ campaign: Campaign; couponCodes: string[] } | undefined> {
     // One transaction is one InnoDB snapshot: issued_count and the codes agree even mid-rush.
-    return this.inSnapshot('reading a campaign', async (em) => {
+    return this.inSnapshot(this.readsBreaker, 'reading a campaign and its codes', async (em) => {
       const [row] = await em.execute<CampaignRow[]>(`${SELECT_CAMPAIGN} where name = ?`, [name]);
       if (!row) return undefined;
       const codes = await em.execute<{ code: string }[]>(
@@ -84,7 +87,7 @@ export class MikroOrmCampaignRepository implements CampaignRepository {
   }
 
   async loadGateState(campaignId: string): Promise<CampaignGateState | undefined> {
-    return this.inSnapshot('loading a campaign', async (em) => {
+    return this.inSnapshot(this.breaker, 'loading a campaign', async (em) => {
       const [row] = await em.execute<CampaignRow[]>(`${SELECT_CAMPAIGN} where id = ?`, [campaignId]);
       if (!row) return undefined;
       const users = await em.execute<{ user_id: string }[]>(
@@ -104,8 +107,12 @@ export class MikroOrmCampaignRepository implements CampaignRepository {
     });
   }
 
-  private inSnapshot<T>(operation: string, read: (em: EntityManager) => Promise<T>): Promise<T> {
-    return guarded(this.breaker, operation, () =>
+  private inSnapshot<T>(
+    breaker: DependencyBreaker | undefined,
+    operation: string,
+    read: (em: EntityManager) => Promise<T>,
+  ): Promise<T> {
+    return guarded(breaker, operation, () =>
       this.db.em.fork().transactional((em) => read(em as EntityManager), { readOnly: true }),
     );
   }
