@@ -4,13 +4,14 @@ import { createContextValues } from '@connectrpc/connect';
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { adminAuthInterceptor } from './api/admin-auth.ts';
+import { clientAddress, clientAddressKey, compileTrustedProxies } from './api/client-address.ts';
 import { createConnectHandler } from './api/connect-handler.ts';
 import { corsMiddleware } from './api/cors.ts';
 import { couponServiceImpl } from './api/coupon-service.ts';
 import { earlyRefusalHandler } from './api/early-refusal.ts';
 import { checkDependencies, type HealthProbe, healthServiceImpl, httpHealthHandler } from './api/health.ts';
 import { CallObserver, observabilityInterceptor } from './api/observability.ts';
-import { clientAddress, clientAddressKey, ipRateLimitInterceptor } from './api/rate-limit.ts';
+import { ipRateLimitInterceptor } from './api/rate-limit.ts';
 import { registerReflection } from './api/reflection.ts';
 import { createPolyglotServer } from './api/server.ts';
 import { CampaignService } from './application/campaign-service.ts';
@@ -213,6 +214,7 @@ export async function buildApp(
       ),
   };
   const observer = new CallObserver(services.metrics, logger);
+  const trustProxy = compileTrustedProxies(config.trustProxy);
   const connect = createConnectHandler({
     routes: (router) => {
       router.service(CouponService, couponServiceImpl(services)).service(Health, healthServiceImpl(probe));
@@ -229,7 +231,7 @@ export async function buildApp(
       }),
     ],
     contextValues: (request) =>
-      createContextValues().set(clientAddressKey, clientAddress(request, config.trustProxy)),
+      createContextValues().set(clientAddressKey, () => clientAddress(request, trustProxy)),
     readMaxBytes: MAX_REQUEST_BYTES,
     writeMaxBytes: MAX_RESPONSE_BYTES,
     onHandlerError: (method, error) => logger.error({ method, err: error }, 'answering a call failed'),

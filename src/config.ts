@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { compileTrustedProxies, type TrustedProxies } from './api/client-address.ts';
 
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
@@ -47,11 +48,38 @@ const schema = z.object({
   ISSUE_RATE_LIMIT_PER_USER: z.coerce.number().int().min(0).default(20),
   /** ISSUE_RATE_LIMIT_PER_IP: IssueCoupon calls per second per client address; 0 (default) is off. */
   ISSUE_RATE_LIMIT_PER_IP: z.coerce.number().int().min(0).default(0),
-  /** TRUST_PROXY: take the client address from X-Forwarded-For (only behind a proxy you run). */
+  /**
+   * TRUST_PROXY: which proxies may tell the client address in X-Forwarded-For: `false` (none),
+   * a number of hops (the nearest proxies), or a comma list of addresses, CIDRs and the names
+   * loopback, linklocal, uniquelocal (proxy-addr's semantics).
+   */
   TRUST_PROXY: z
-    .enum(['true', 'false', '1', '0'], { error: 'must be true or false' })
+    .string()
     .default('false')
-    .transform((value) => value === 'true' || value === '1'),
+    .transform((value, context): TrustedProxies => {
+      const setting = value.trim();
+      if (setting === 'false' || setting === '0') return false;
+      if (/^\d+$/.test(setting)) return { hops: Number(setting) };
+      if (setting === 'true') {
+        context.addIssue({
+          code: 'custom',
+          message:
+            'true would believe the hop a client writes itself; give the number of proxies in front of the service (e.g. 1) or their addresses',
+        });
+        return z.NEVER;
+      }
+      const addresses = setting.split(',').map((entry) => entry.trim());
+      try {
+        compileTrustedProxies({ addresses });
+      } catch (error) {
+        context.addIssue({
+          code: 'custom',
+          message: `${(error as Error).message}; expected addresses, CIDRs or loopback, linklocal, uniquelocal`,
+        });
+        return z.NEVER;
+      }
+      return { addresses };
+    }),
   /** ADMIN_TOKEN: when set, CreateCampaign requires `authorization: Bearer <token>`. */
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** CAMPAIGN_CODE_READS_MAX: GetCampaign calls returning codes that may read the database at once per process; more are RESOURCE_EXHAUSTED. */
@@ -78,7 +106,7 @@ export interface Config {
   readonly adminToken: string | undefined;
   readonly issueRateLimitPerUser: number;
   readonly issueRateLimitPerIp: number;
-  readonly trustProxy: boolean;
+  readonly trustProxy: TrustedProxies;
   readonly campaignCodeReadsMax: number;
 }
 

@@ -26,11 +26,22 @@ describe('configuration', () => {
     ['DATABASE_URL', 'postgres://localhost/coupon'],
     ['REDIS_URL', 'not a url'],
     ['LOG_LEVEL', 'loud'],
+    ['TRUST_PROXY', 'true'],
+    ['TRUST_PROXY', '10.0.0.0/99'],
+    ['TRUST_PROXY', 'loopback, my-proxy'],
   ])('rejects a bad %s with one line naming it', (variable, value) => {
     expect(() => loadConfig({ [variable]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [variable]: value })).toThrow(
       new RegExp(`^invalid configuration: ${variable}: [^\\n]+$`),
     );
+  });
+
+  it('trusts no proxy by default, a number of hops, or proxies by address, CIDR and name', () => {
+    expect(loadConfig({}).trustProxy).toBe(false);
+    expect(loadConfig({ TRUST_PROXY: '2' }).trustProxy).toEqual({ hops: 2 });
+    expect(loadConfig({ TRUST_PROXY: 'loopback, 10.0.0.0/8, 192.0.2.7' }).trustProxy).toEqual({
+      addresses: ['loopback', '10.0.0.0/8', '192.0.2.7'],
+    });
   });
 
   it('refuses a reconcile threshold that could judge a write still in flight', () => {

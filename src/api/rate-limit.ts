@@ -1,23 +1,8 @@
-import { createContextKey, type Interceptor } from '@connectrpc/connect';
+import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import type { Redis } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { RateLimitedError } from '../domain/errors.ts';
-
-/** The caller's address, as the HTTP layer saw it (see `clientAddress`). */
-export const clientAddressKey = createContextKey<string>('', { description: 'client address' });
-
-/** The client address of a request: the socket's, or the first X-Forwarded-For hop behind a trusted proxy. */
-export function clientAddress(
-  request: { headers: Record<string, string | string[] | undefined>; socket: { remoteAddress?: string } },
-  trustProxy: boolean,
-): string {
-  if (trustProxy) {
-    const forwarded = request.headers['x-forwarded-for'];
-    const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
-    if (first) return first;
-  }
-  return request.socket.remoteAddress ?? 'unknown';
-}
+import { clientAddressKey } from './client-address.ts';
 
 export interface IpRateLimitOptions {
   readonly redis: Redis;
@@ -47,7 +32,15 @@ export function ipRateLimitInterceptor(options: IpRateLimitOptions): Interceptor
   return (next) => async (request) => {
     if (request.method.name === 'IssueCoupon') {
       try {
-        await perIp.consume(request.contextValues.get(clientAddressKey));
+        const client = request.contextValues.get(clientAddressKey)();
+        if ('invalid' in client) {
+          // A trusted proxy writes addresses; anything else means the trust setting or a proxy is wrong.
+          throw new ConnectError(
+            `X-Forwarded-For names ${JSON.stringify(client.invalid.slice(0, 64))} where a trusted proxy would name an IP address`,
+            Code.InvalidArgument,
+          );
+        }
+        await perIp.consume(client.address);
       } catch (error) {
         if (!(error instanceof RateLimiterRes)) throw error;
         throw new RateLimitedError('ip', options.perIp, error.msBeforeNext);

@@ -25,7 +25,7 @@ async function createCampaign(window: { issuedAt: Date; expiresAt: Date }, amoun
 
 beforeAll(async () => {
   env = await startApp(
-    isolatedConfig({ ISSUE_RATE_LIMIT_PER_USER: '3', ISSUE_RATE_LIMIT_PER_IP: '8', TRUST_PROXY: 'true' }),
+    isolatedConfig({ ISSUE_RATE_LIMIT_PER_USER: '3', ISSUE_RATE_LIMIT_PER_IP: '8', TRUST_PROXY: '1' }),
   );
   campaignId = await createCampaign(openWindow());
 });
@@ -103,6 +103,25 @@ describe('rate limits on IssueCoupon', () => {
     expect(rateLimited).toHaveLength(4);
     expect(rateLimited[0]?.findDetails(RateLimitedSchema)[0]?.scope).toBe('ip');
     await expect(client('192.0.2.51').issueCoupon({ campaignId, userId: 'other-ip' })).resolves.toBeDefined();
+  });
+
+  it('cannot be dodged by forging X-Forwarded-For hops: only the one the trusted proxy wrote counts', async () => {
+    // One proxy in front (TRUST_PROXY=1): it appends the address it saw; what is left of it, the client wrote.
+    const { rateLimited } = await outcomes(
+      Array.from({ length: 12 }, (_, i) =>
+        client(`10.9.${i}.1, 192.0.2.60`).issueCoupon({ campaignId, userId: `forger-${i}` }),
+      ),
+    );
+    expect(rateLimited).toHaveLength(4);
+  });
+
+  it('refuse a forwarded address that is no IP address at all', async () => {
+    const refused = await client('not-an-address')
+      .issueCoupon({ campaignId, userId: 'garbage-hop' })
+      .catch((error: unknown) => ConnectError.from(error));
+    expect(refused).toBeInstanceOf(ConnectError);
+    expect((refused as ConnectError).code).toBe(Code.InvalidArgument);
+    expect((refused as ConnectError).rawMessage).toContain('X-Forwarded-For');
   });
 
   it('do not count late calls a sold-out campaign answers from memory before connect (Connect protocol)', async () => {
