@@ -27,6 +27,7 @@ import { MikroOrmCouponRepository } from './infrastructure/db/coupon-repository.
 import { GroupCommitCouponRepository } from './infrastructure/db/group-commit.ts';
 import { type Database, openDatabase } from './infrastructure/db/orm.ts';
 import { DependencyBreaker } from './infrastructure/dependency-breaker.ts';
+import { claimKeyspace, deploymentId } from './infrastructure/keyspace-owner.ts';
 import { Metrics } from './infrastructure/metrics.ts';
 import { runPeriodically } from './infrastructure/periodic.ts';
 import { RedisSlotGate } from './infrastructure/redis/slot-gate.ts';
@@ -101,6 +102,10 @@ export async function buildServices(
     throw error;
   });
   await redisReady;
+  await claimKeyspaceForDeployment(config, logger, redis, db).catch(async (error: unknown) => {
+    await Promise.allSettled([db.close(), redis.quit()]);
+    throw error;
+  });
 
   const breakerOptions = { timeoutMs: config.dependencyTimeoutMs, resetMs: config.breakerResetMs };
   const breakers = {
@@ -195,6 +200,27 @@ export async function buildServices(
       await Promise.allSettled([db.close(), redis.quit(), subscriber.quit()]);
     },
   };
+}
+
+/**
+ * Stops the start when another deployment owns this Redis keyspace. With Redis down at start the
+ * check runs once it connects; a conflict found then is logged as fatal (the start has passed).
+ */
+async function claimKeyspaceForDeployment(config: Config, logger: Logger, redis: Redis, db: Database) {
+  const claim = async () =>
+    claimKeyspace({
+      redis,
+      keyPrefix: config.redisKeyPrefix,
+      redisUrl: config.redisUrl,
+      deploymentId: await deploymentId(db),
+    });
+  if (redis.status === 'ready') return claim();
+  logger.warn('redis is not reachable: the key prefix is checked for another deployment once it is');
+  redis.once('ready', () => {
+    claim().catch((error: unknown) =>
+      logger.fatal({ err: error }, error instanceof Error ? error.message : 'claiming the keyspace failed'),
+    );
+  });
 }
 
 /** The composition root: the one place that knows every concrete class. */

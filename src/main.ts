@@ -29,6 +29,10 @@ if (config.workers > 1 && cluster.isPrimary) {
 /** One process serving the port: builds the app, listens, drains on SIGTERM. */
 async function runServer(config: Config): Promise<void> {
   const app = await buildApp(config, logger).catch((error: unknown) => {
+    if (error instanceof ConfigError) {
+      console.error(error.message);
+      process.exit(1);
+    }
     logger.fatal({ err: error }, 'could not start: is the database reachable at DATABASE_URL?');
     process.exit(1);
   });

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { CouponService, CreateCampaignRequestSchema } from '../src/gen/coupon/v1/coupon_pb.js';
 import { childEnv, startChildService } from './support/child-service.ts';
 import { eventually } from './support/invariants.ts';
-import { isolatedConfig, openWindow, uniqueName } from './support/services.ts';
+import { isolatedConfig, openWindow, startServices, uniqueName } from './support/services.ts';
 
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 
@@ -26,6 +26,34 @@ describe('the process', () => {
     const lines = result.stderr.trim().split('\n');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(new RegExp(`^invalid configuration: ${variable}: `));
+  });
+});
+
+describe('two deployments on one Redis keyspace', () => {
+  it('the second one to start stops with one clear line and exit code 1', async () => {
+    const first = await startServices();
+    try {
+      // Another database (another deployment) with the same Redis db and key prefix.
+      const second = isolatedConfig({ REDIS_KEY_PREFIX: first.config.redisKeyPrefix });
+      const result = spawnSync(process.execPath, [MAIN], {
+        env: { PATH: process.env.PATH ?? '', ...childEnv(second) },
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      expect(result.status).toBe(1);
+      const lines = result.stderr.trim().split('\n');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(
+        /^invalid configuration: REDIS_KEY_PREFIX: ".+" on redis:.* belongs to another deployment/,
+      );
+      // The same deployment (its own database) starts beside itself, as every instance of it does.
+      const again = await startServices(first.config);
+      await again.services.close();
+      const secondDatabase = new URL(second.databaseUrl).pathname.slice(1);
+      await first.services.db.em.fork().execute(`drop database if exists \`${secondDatabase}\``);
+    } finally {
+      await first.stop();
+    }
   });
 });
 

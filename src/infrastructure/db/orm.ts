@@ -3,6 +3,7 @@ import { Migrator } from '@mikro-orm/migrations';
 import { CampaignEntity, CouponEntity } from './entities.ts';
 import { Migration20261125000000_initial } from './migrations/Migration20261125000000_initial.ts';
 import { Migration20261201000000_nopad_collation } from './migrations/Migration20261201000000_nopad_collation.ts';
+import { Migration20261201000100_deployment } from './migrations/Migration20261201000100_deployment.ts';
 
 export type Database = MikroORM;
 
@@ -31,7 +32,11 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     pool: { min: 0, max: options.poolSize },
     driverOptions: { connectTimeout: options.timeoutMs },
     migrations: {
-      migrationsList: [Migration20261125000000_initial, Migration20261201000000_nopad_collation],
+      migrationsList: [
+        Migration20261125000000_initial,
+        Migration20261201000000_nopad_collation,
+        Migration20261201000100_deployment,
+      ],
       snapshot: false,
       snapshotOnMigrate: false,
       dropTables: false,
