@@ -13,7 +13,7 @@
  *
  * Prints a table and writes JSON to loadtest/results/. Exits 1 if any count does not verify.
  */
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
@@ -35,7 +35,7 @@ const { values: args } = parseArgs({
     url: { type: 'string' },
     'noop-url': { type: 'string' },
     'database-url': { type: 'string', default: 'mysql://root@127.0.0.1:3306/coupon_bench' },
-    scenarios: { type: 'string', default: 'noop,issue,rush,storm,arrival1000,arrival3000,get100k' },
+    scenarios: { type: 'string', default: 'noop,issue,issue-jwt,rush,storm,arrival1000,arrival3000,get100k' },
     connections: { type: 'string', default: '64' },
     duration: { type: 'string', default: '15' },
     rounds: { type: 'string' },
@@ -69,11 +69,14 @@ interface Server extends Target {
 }
 
 const started: Started[] = [];
-async function serviceTarget(): Promise<Server> {
+/** The service; a second instance (same database and keys) may be started with more settings. */
+async function serviceTarget(extraEnv: Record<string, string> = {}): Promise<Server> {
   if (args.url) return targetOf(args.url);
-  const db = await mysql.createConnection(new URL('/', databaseUrl).toString());
-  await db.query(`drop database if exists \`${new URL(databaseUrl).pathname.slice(1)}\``);
-  await db.end();
+  if (Object.keys(extraEnv).length === 0) {
+    const db = await mysql.createConnection(new URL('/', databaseUrl).toString());
+    await db.query(`drop database if exists \`${new URL(databaseUrl).pathname.slice(1)}\``);
+    await db.end();
+  }
   const service = await startProcess('../../src/main.ts', {
     PORT: '0',
     HOST: '127.0.0.1',
@@ -81,6 +84,7 @@ async function serviceTarget(): Promise<Server> {
     REDIS_KEY_PREFIX: `bench:${run}:`,
     LOG_LEVEL: 'info',
     WORKERS: args.workers,
+    ...extraEnv,
   });
   started.push(service);
   return { host: '127.0.0.1', port: service.port, cpuSeconds: service.cpuSeconds };
@@ -106,11 +110,35 @@ async function createCampaign(target: Target, amount: number): Promise<{ id: str
   return { id: (reply.json as { campaign: { id: string } }).campaign.id, name };
 }
 
-function issueRequests(target: Target, campaignId: string, prefix: string, limit = Number.POSITIVE_INFINITY) {
+/** The user-token secret of the HS256 scenario's service instance. */
+const userTokenSecret = `bench-user-tokens-${randomBytes(16).toString('hex')}`;
+
+/** An HS256 JWT for one user, made here (a few µs) so that signing does not load the driver. */
+function userToken(sub: string): string {
+  const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const unsigned = `${part({ alg: 'HS256', typ: 'JWT' })}.${part({ sub, exp: Math.floor(Date.now() / 1000) + 3600 })}`;
+  return `${unsigned}.${createHmac('sha256', userTokenSecret).update(unsigned).digest('base64url')}`;
+}
+
+function issueRequests(
+  target: Target,
+  campaignId: string,
+  prefix: string,
+  limit = Number.POSITIVE_INFINITY,
+  signed = false,
+) {
   const host = `${target.host}:${target.port}`;
   // The body is re-encoded per request only for the user id; everything else is fixed.
-  return (i: number) =>
-    i < limit ? connectJsonRequest(host, 'IssueCoupon', { campaignId, userId: `${prefix}-${i}` }) : undefined;
+  return (i: number) => {
+    if (i >= limit) return undefined;
+    const userId = `${prefix}-${i}`;
+    return connectJsonRequest(
+      host,
+      'IssueCoupon',
+      { campaignId, userId },
+      signed ? [`Authorization: Bearer ${userToken(userId)}`] : [],
+    );
+  };
 }
 
 interface Verification {
@@ -178,6 +206,11 @@ let failed = false;
 try {
   const service = await serviceTarget();
   const noop = scenarios.has('noop') ? await noopTarget() : undefined;
+  // A second instance that verifies HS256 user tokens, to compare issuing with and without them.
+  const jwtService =
+    scenarios.has('issue-jwt') && !args.url
+      ? await serviceTarget({ USER_JWT_SECRET: userTokenSecret })
+      : undefined;
 
   // Warm both servers up (JIT, pools, scripts) before anything is measured.
   if (warmUpMs > 0) {
@@ -187,6 +220,13 @@ try {
       durationMs: warmUpMs,
       request: issueRequests(service, warmUp.id, `warm-${run}`),
     });
+    if (jwtService) {
+      await runLoad(jwtService, {
+        connections,
+        durationMs: warmUpMs,
+        request: issueRequests(jwtService, warmUp.id, `warm-jwt-${run}`, Number.POSITIVE_INFINITY, true),
+      });
+    }
     if (noop)
       await runLoad(noop, {
         connections,
@@ -217,12 +257,23 @@ try {
     campaignId: string;
     runs: LoadRun[];
     cpuSeconds?: number;
+    signed?: boolean;
   }[] = [];
   if (noop) compared.push({ name: 'noop', target: noop, campaignId: 'noop', runs: [] });
   if (noop && scenarios.has('storm'))
     compared.push({ name: 'noop-refusal', target: noop, campaignId: 'sold-out', runs: [] });
   if (issueCampaign)
     compared.push({ name: 'issue', target: service, campaignId: issueCampaign.id, runs: [] });
+  if (jwtService) {
+    const jwtCampaign = await createCampaign(service, 10_000_000);
+    compared.push({
+      name: 'issue-jwt',
+      target: jwtService,
+      campaignId: jwtCampaign.id,
+      runs: [],
+      signed: true,
+    });
+  }
   if (scenarios.has('storm') && soldOut)
     compared.push({ name: 'storm', target: service, campaignId: soldOut.id, runs: [] });
   for (let round = 0; round < rounds; round++) {
@@ -232,7 +283,13 @@ try {
         await measureLoad(scenario.target, {
           connections,
           durationMs: durationMs / rounds,
-          request: issueRequests(scenario.target, scenario.campaignId, `${scenario.name}-${run}-${round}`),
+          request: issueRequests(
+            scenario.target,
+            scenario.campaignId,
+            `${scenario.name}-${run}-${round}`,
+            Number.POSITIVE_INFINITY,
+            scenario.signed,
+          ),
         }),
       );
       const cpuAfter = scenario.target.cpuSeconds?.();
@@ -250,11 +307,14 @@ try {
       rows.push({ scenario: 'noop IssueCoupon (baseline)', result, serverCpuUs });
     } else if (scenario.name === 'noop-refusal') {
       rows.push({ scenario: 'noop refusal (storm floor)', result, serverCpuUs });
-    } else if (scenario.name === 'issue') {
+    } else if (scenario.name === 'issue' || scenario.name === 'issue-jwt') {
       const check = await verify(scenario.campaignId, result.outcomes.ok ?? 0);
       failed ||= !check.ok;
       rows.push({
-        scenario: 'issue (new user each, big campaign)',
+        scenario:
+          scenario.name === 'issue'
+            ? 'issue (new user each, big campaign)'
+            : 'issue with HS256 user tokens (new user each)',
         result,
         serverCpuUs,
         verify: check.detail,
@@ -327,7 +387,8 @@ for (const row of rows) {
 const row = (name: string) => rows.find((candidate) => candidate.scenario.startsWith(name));
 const ratios: Record<string, number> = {};
 for (const [label, name, baselineName] of [
-  ['issue / noop', 'issue', 'noop IssueCoupon'],
+  ['issue / noop', 'issue (', 'noop IssueCoupon'],
+  ['issue with user tokens / issue', 'issue with HS256', 'issue ('],
   ['sold-out storm / noop', 'sold-out', 'noop IssueCoupon'],
   ['sold-out storm / noop refusal', 'sold-out', 'noop refusal'],
 ] as const) {

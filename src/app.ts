@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { adminAuthInterceptor } from './api/admin-auth.ts';
 import { clientAddress, clientAddressKey, compileTrustedProxies } from './api/client-address.ts';
-import { createConnectHandler } from './api/connect-handler.ts';
+import { createConnectHandler, type NodeServerRequest } from './api/connect-handler.ts';
 import { corsMiddleware } from './api/cors.ts';
 import { couponServiceImpl } from './api/coupon-service.ts';
 import { earlyRefusalHandler } from './api/early-refusal.ts';
@@ -14,6 +14,7 @@ import { CallObserver, observabilityInterceptor } from './api/observability.ts';
 import { ipRateLimitInterceptor } from './api/rate-limit.ts';
 import { registerReflection } from './api/reflection.ts';
 import { createPolyglotServer } from './api/server.ts';
+import { UserTokens, userAuthInterceptor, verifiedUserKey } from './api/user-tokens.ts';
 import { CampaignService } from './application/campaign-service.ts';
 import { CouponIssuer } from './application/issue-coupon.ts';
 import type { CampaignRepository, CouponRepository } from './application/ports.ts';
@@ -240,6 +241,10 @@ export async function buildApp(
       ),
   };
   const observer = new CallObserver(services.metrics, logger);
+  const users = config.userTokens && {
+    tokens: await UserTokens.create(config.userTokens),
+    verified: new WeakMap<NodeServerRequest, string>(),
+  };
   const trustProxy = compileTrustedProxies(config.trustProxy);
   const connect = createConnectHandler({
     routes: (router) => {
@@ -250,6 +255,7 @@ export async function buildApp(
     interceptors: [
       observabilityInterceptor(observer),
       ...(config.adminToken ? [adminAuthInterceptor(config.adminToken)] : []),
+      ...(users ? [userAuthInterceptor(users.tokens)] : []),
       ipRateLimitInterceptor({
         redis: services.redis,
         keyPrefix: config.redisKeyPrefix,
@@ -257,12 +263,19 @@ export async function buildApp(
       }),
     ],
     contextValues: (request) =>
-      createContextValues().set(clientAddressKey, () => clientAddress(request, trustProxy)),
+      createContextValues()
+        .set(clientAddressKey, () => clientAddress(request, trustProxy))
+        .set(verifiedUserKey, users?.verified.get(request)),
     readMaxBytes: MAX_REQUEST_BYTES,
     writeMaxBytes: MAX_RESPONSE_BYTES,
     onHandlerError: (method, error) => logger.error({ method, err: error }, 'answering a call failed'),
   });
-  const rpc = earlyRefusalHandler({ issuer: services.issuer, observer, connect });
+  const rpc = earlyRefusalHandler({
+    issuer: services.issuer,
+    observer,
+    connect,
+    ...(users ? { users } : {}),
+  });
   const cors = corsMiddleware(config.corsOrigins);
   const health = httpHealthHandler(probe);
   const server = createPolyglotServer((request, response) => {

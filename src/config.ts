@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { compileTrustedProxies, type TrustedProxies } from './api/client-address.ts';
+import { algorithmOfPublicKey, type UserTokenOptions } from './api/user-tokens.ts';
 
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
@@ -84,6 +85,32 @@ const schema = z.object({
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** CAMPAIGN_CODE_READS_MAX: GetCampaign calls returning codes that may read the database at once per process; more are RESOURCE_EXHAUSTED. */
   CAMPAIGN_CODE_READS_MAX: positiveInt.default(4),
+  /** USER_JWT_SECRET: with it, IssueCoupon requires a user JWT signed HS256 with this secret; the user is its `sub`. */
+  USER_JWT_SECRET: z.string().min(32, 'must be at least 32 characters (256 bits for HS256)').optional(),
+  /** USER_JWT_PUBLIC_KEY: instead, a PEM public key (RSA: RS256, P-256: ES256); "\n" may stand for newlines. */
+  USER_JWT_PUBLIC_KEY: z
+    .string()
+    .optional()
+    .transform((value, context) => {
+      if (value === undefined) return undefined;
+      const pem = value.replaceAll('\\n', '\n');
+      try {
+        algorithmOfPublicKey(pem);
+      } catch (error) {
+        context.addIssue({
+          code: 'custom',
+          message: `not a usable PEM public key: ${(error as Error).message}`,
+        });
+        return z.NEVER;
+      }
+      return pem;
+    }),
+  /** USER_JWT_JWKS_URL: instead, keys fetched (and cached) from this JWKS URL, RS256 or ES256. */
+  USER_JWT_JWKS_URL: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
+  /** USER_JWT_ISSUER: when set, a user token's `iss` must equal it. */
+  USER_JWT_ISSUER: z.string().optional(),
+  /** USER_JWT_AUDIENCE: when set, a user token's `aud` must contain it. */
+  USER_JWT_AUDIENCE: z.string().optional(),
   /** LOG_LEVEL: pino level (fatal, error, warn, info, debug, trace, silent). */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -108,6 +135,8 @@ export interface Config {
   readonly issueRateLimitPerIp: number;
   readonly trustProxy: TrustedProxies;
   readonly campaignCodeReadsMax: number;
+  /** How IssueCoupon callers prove who the user is; undefined: they do not (a gateway does). */
+  readonly userTokens: UserTokenOptions | undefined;
 }
 
 export class ConfigError extends Error {}
@@ -132,6 +161,26 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       `invalid configuration: RECONCILE_AFTER_MS: must be more than twice DEPENDENCY_TIMEOUT_MS (${c.DEPENDENCY_TIMEOUT_MS}), got ${c.RECONCILE_AFTER_MS}`,
     );
   }
+  const keys = [
+    c.USER_JWT_SECRET && { kind: 'secret' as const, secret: c.USER_JWT_SECRET },
+    c.USER_JWT_PUBLIC_KEY && { kind: 'public-key' as const, pem: c.USER_JWT_PUBLIC_KEY },
+    c.USER_JWT_JWKS_URL && { kind: 'jwks' as const, url: c.USER_JWT_JWKS_URL },
+  ].filter((key) => !!key);
+  if (keys.length > 1) {
+    throw new ConfigError(
+      'invalid configuration: USER_JWT_SECRET: set one of USER_JWT_SECRET, USER_JWT_PUBLIC_KEY and USER_JWT_JWKS_URL, not several',
+    );
+  }
+  if (keys.length === 0 && (c.USER_JWT_ISSUER || c.USER_JWT_AUDIENCE)) {
+    throw new ConfigError(
+      'invalid configuration: USER_JWT_ISSUER: an issuer or audience needs a key to verify tokens with (USER_JWT_SECRET, USER_JWT_PUBLIC_KEY or USER_JWT_JWKS_URL)',
+    );
+  }
+  if (c.USER_JWT_SECRET && c.USER_JWT_SECRET === c.ADMIN_TOKEN) {
+    // Anyone holding a user token's key could then act as an admin, and the reverse.
+    throw new ConfigError('invalid configuration: USER_JWT_SECRET: must differ from ADMIN_TOKEN');
+  }
+  const key = keys[0];
   return {
     port: c.PORT,
     host: c.HOST,
@@ -152,5 +201,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     issueRateLimitPerIp: c.ISSUE_RATE_LIMIT_PER_IP,
     trustProxy: c.TRUST_PROXY,
     campaignCodeReadsMax: c.CAMPAIGN_CODE_READS_MAX,
+    userTokens: key
+      ? {
+          key,
+          ...(c.USER_JWT_ISSUER ? { issuer: c.USER_JWT_ISSUER } : {}),
+          ...(c.USER_JWT_AUDIENCE ? { audience: c.USER_JWT_AUDIENCE } : {}),
+        }
+      : undefined,
   };
 }

@@ -44,6 +44,26 @@ describe('configuration', () => {
     });
   });
 
+  it('takes one way of verifying user tokens, and refuses mixing them up', () => {
+    expect(loadConfig({}).userTokens).toBeUndefined();
+    expect(loadConfig({ USER_JWT_SECRET: 's'.repeat(32), USER_JWT_ISSUER: 'shop' }).userTokens).toEqual({
+      key: { kind: 'secret', secret: 's'.repeat(32) },
+      issuer: 'shop',
+    });
+    for (const env of [
+      { USER_JWT_SECRET: 'short' },
+      { USER_JWT_SECRET: 's'.repeat(32), USER_JWT_JWKS_URL: 'https://idp.example/jwks' },
+      { USER_JWT_AUDIENCE: 'coupons' },
+      { USER_JWT_SECRET: 's'.repeat(32), ADMIN_TOKEN: 's'.repeat(32) },
+      { USER_JWT_PUBLIC_KEY: '-----BEGIN PUBLIC KEY-----\\nnot a key\\n-----END PUBLIC KEY-----' },
+      { USER_JWT_JWKS_URL: 'ftp://idp.example/jwks' },
+    ]) {
+      expect(() => loadConfig(env), JSON.stringify(env)).toThrow(
+        /^invalid configuration: USER_JWT_[A-Z_]+: [^\n]+$/,
+      );
+    }
+  });
+
   it('refuses a reconcile threshold that could judge a write still in flight', () => {
     expect(() => loadConfig({ DEPENDENCY_TIMEOUT_MS: '3000', RECONCILE_AFTER_MS: '5000' })).toThrow(
       /^invalid configuration: RECONCILE_AFTER_MS: /,

@@ -6,7 +6,7 @@ import {
   parseContentType,
   parseTimeout,
 } from '@connectrpc/connect/protocol-connect';
-import type { DomainError } from '../domain/errors.ts';
+import { DomainError } from '../domain/errors.ts';
 import {
   CouponService,
   type IssueCouponRequest,
@@ -19,6 +19,7 @@ import {
   unreadBody,
 } from './connect-handler.ts';
 import type { CallObserver } from './observability.ts';
+import type { UserTokens } from './user-tokens.ts';
 
 const ISSUE_COUPON_PATH = `/${CouponService.typeName}/${CouponService.method.issueCoupon.name}`;
 
@@ -53,8 +54,10 @@ export function earlyRefusalHandler(deps: {
   issuer: RefusalsFromMemory;
   observer: CallObserver;
   connect: ConnectHandler;
+  /** With user tokens configured: the verifier, and where a verified user is left for connect's path. */
+  users?: { tokens: UserTokens; verified: WeakMap<NodeServerRequest, string> };
 }): (request: NodeServerRequest, response: NodeServerResponse) => void {
-  const { issuer, observer, connect } = deps;
+  const { issuer, observer, connect, users } = deps;
   return (request, response) => {
     const started = performance.now();
     const format = readableIssueCall(request);
@@ -75,13 +78,7 @@ export function earlyRefusalHandler(deps: {
         connect(request, response, readAgain(chunks, unreadBody(request)));
       }
     };
-    const onEnd = () => {
-      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
-      const refusal = judgeFromMemory(issuer, decodeIssueCall(body, format.binary));
-      if (!refusal) {
-        connect(request, response, body);
-        return;
-      }
+    const refuse = (refusal: DomainError) => {
       const answer = observer.refused(CouponService.method.issueCoupon.name, refusal, started);
       const errorBody = errorToJsonBytes(answer, {});
       // Lowercase, as connect writes them.
@@ -90,6 +87,31 @@ export function earlyRefusalHandler(deps: {
         'content-length': errorBody.byteLength,
       });
       response.end(errorBody);
+    };
+    const judge = (body: Buffer, call: IssueCouponRequest | undefined) => {
+      const refusal = judgeFromMemory(issuer, call);
+      if (refusal) refuse(refusal);
+      else connect(request, response, body);
+    };
+    const onEnd = () => {
+      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+      const call = decodeIssueCall(body, format.binary);
+      if (!call || !users) {
+        judge(body, call);
+        return;
+      }
+      // With user tokens, the user is the token's: nothing is judged (or refused from memory
+      // for someone) before the token is verified.
+      users.tokens.userOf(request.headers.authorization, call.userId).then(
+        (userId) => {
+          users.verified.set(request, userId);
+          judge(body, { ...call, userId });
+        },
+        (error: unknown) => {
+          if (error instanceof DomainError) refuse(error);
+          else connect(request, response, body);
+        },
+      );
     };
     request.on('data', onData);
     request.once('end', onEnd);

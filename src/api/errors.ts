@@ -14,6 +14,8 @@ const CODE_OF: Record<DomainErrorKind, Code> = {
   'sold-out': Code.ResourceExhausted,
   'rate-limited': Code.ResourceExhausted,
   'too-many-reads': Code.ResourceExhausted,
+  unauthenticated: Code.Unauthenticated,
+  'permission-denied': Code.PermissionDenied,
 };
 
 /** A ConnectError for an expected refusal: without a stack trace, which no one reads and costs more than the answer. */

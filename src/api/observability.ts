@@ -14,6 +14,8 @@ const ISSUE_OUTCOME_OF: Record<DomainErrorKind, string> = {
   'sold-out': 'sold_out',
   'rate-limited': 'rate_limited',
   'too-many-reads': 'invalid',
+  unauthenticated: 'unauthenticated',
+  'permission-denied': 'permission_denied',
 };
 
 /** Code names as Prometheus label values, computed once rather than per call. */

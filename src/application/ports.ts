@@ -7,14 +7,14 @@ import type { Campaign, NewCampaign } from '../domain/campaign.ts';
 
 /** A store or cache could not be reached in time. The caller may retry later. */
 export class DependencyUnavailableError extends Error {
-  readonly dependency: 'redis' | 'database';
+  readonly dependency: 'redis' | 'database' | 'user-keys';
   /**
    * The call timed out rather than failed: it may still complete. A write with an unknown
    * outcome must not be compensated blindly; the claim reconciler settles it from the database.
    */
   readonly outcomeUnknown: boolean;
   constructor(
-    dependency: 'redis' | 'database',
+    dependency: 'redis' | 'database' | 'user-keys',
     message: string,
     options?: { cause?: unknown; outcomeUnknown?: boolean },
   ) {

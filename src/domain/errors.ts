@@ -39,7 +39,9 @@ export type DomainErrorKind =
   | 'campaign-not-open'
   | 'sold-out'
   | 'rate-limited'
-  | 'too-many-reads';
+  | 'too-many-reads'
+  | 'unauthenticated'
+  | 'permission-denied';
 
 export class InvalidArgumentError extends DomainError {
   readonly kind = 'invalid-argument';
@@ -116,4 +118,14 @@ export class TooManyReadsError extends DomainError {
   constructor(what: string, limit: number) {
     super(`too many ${what} in progress (at most ${limit} at once per instance); retry in a moment`);
   }
+}
+
+/** The call needs to say who the user is, and did not (or not believably). */
+export class UnauthenticatedError extends DomainError {
+  readonly kind = 'unauthenticated';
+}
+
+/** The caller is known, and may not do this: e.g. claim a coupon for another user. */
+export class PermissionDeniedError extends DomainError {
+  readonly kind = 'permission-denied';
 }
