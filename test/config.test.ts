@@ -13,6 +13,12 @@ describe('configuration', () => {
     });
   });
 
+  it('refuses a headers timeout longer than the request timeout it is part of', () => {
+    expect(() => loadConfig({ HTTP_HEADERS_TIMEOUT_MS: '20000', HTTP_REQUEST_TIMEOUT_MS: '10000' })).toThrow(
+      /^invalid configuration: HTTP_HEADERS_TIMEOUT_MS: [^\n]+$/,
+    );
+  });
+
   it('splits CORS_ORIGINS on commas', () => {
     expect(loadConfig({ CORS_ORIGINS: 'https://a.example, https://b.example' }).corsOrigins).toEqual([
       'https://a.example',
@@ -26,6 +32,8 @@ describe('configuration', () => {
     ['DATABASE_URL', 'postgres://localhost/coupon'],
     ['REDIS_URL', 'not a url'],
     ['LOG_LEVEL', 'loud'],
+    ['MAX_CONNECTIONS', '0'],
+    ['HTTP_IDLE_TIMEOUT_MS', '-1'],
   ])('rejects a bad %s with one line naming it', (variable, value) => {
     expect(() => loadConfig({ [variable]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [variable]: value })).toThrow(
