@@ -12,7 +12,7 @@ import { checkDependencies, type HealthProbe, healthServiceImpl, httpHealthHandl
 import { CallObserver, observabilityInterceptor } from './api/observability.ts';
 import { clientAddress, clientAddressKey, ipRateLimitInterceptor } from './api/rate-limit.ts';
 import { registerReflection } from './api/reflection.ts';
-import { createPolyglotServer } from './api/server.ts';
+import { createPolyglotServer, type RequestHandler } from './api/server.ts';
 import { CampaignService } from './application/campaign-service.ts';
 import { CouponIssuer } from './application/issue-coupon.ts';
 import type { CampaignRepository, CouponRepository } from './application/ports.ts';
@@ -219,7 +219,7 @@ export async function buildApp(
   const rpc = earlyRefusalHandler({ issuer: services.issuer, observer, connect });
   const cors = corsMiddleware(config.corsOrigins);
   const health = httpHealthHandler(probe);
-  const server = createPolyglotServer((request, response) => {
+  const route: RequestHandler = (request, response) => {
     if (health(request, response)) return;
     if (request.method === 'GET' && request.url === '/metrics') {
       services.metrics.render().then(
@@ -236,6 +236,16 @@ export async function buildApp(
       return;
     }
     cors(request as http.IncomingMessage, response as http.ServerResponse, () => rpc(request, response));
+  };
+  const server = createPolyglotServer(route, {
+    limits: {
+      headersTimeoutMs: config.httpHeadersTimeoutMs,
+      requestTimeoutMs: config.httpRequestTimeoutMs,
+      idleTimeoutMs: config.httpIdleTimeoutMs,
+      maxConnections: config.maxConnections,
+    },
+    onConnectionsRefused: (refused, cause) =>
+      logger.warn({ refused, cause, maxConnections: config.maxConnections }, 'refused new connections'),
   });
 
   return {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_CONNECTION_LIMITS } from '../src/api/server.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
 
 describe('configuration', () => {
@@ -11,6 +12,16 @@ describe('configuration', () => {
       redisUrl: 'redis://127.0.0.1:6379/0',
       corsOrigins: [],
     });
+  });
+
+  it('gives a server built without a config the same connection limits as the defaults', () => {
+    const config = loadConfig({});
+    expect({
+      headersTimeoutMs: config.httpHeadersTimeoutMs,
+      requestTimeoutMs: config.httpRequestTimeoutMs,
+      idleTimeoutMs: config.httpIdleTimeoutMs,
+      maxConnections: config.maxConnections,
+    }).toEqual(DEFAULT_CONNECTION_LIMITS);
   });
 
   it('refuses a headers timeout longer than the request timeout it is part of', () => {
