@@ -58,15 +58,15 @@ async function closeSessionGracefully(session: http2.ServerHttp2Session): Promis
   if (session.closed || session.destroyed) return;
   session.goaway(http2.constants.NGHTTP2_NO_ERROR, ANY_STREAM);
   await new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, GOAWAY_ROUND_TRIP_LIMIT_MS);
-    const sent = session.ping(() => {
+    const done = () => {
       clearTimeout(timer);
+      session.off('close', done);
       resolve();
-    });
-    if (!sent) {
-      clearTimeout(timer);
-      resolve();
-    }
+    };
+    const timer = setTimeout(done, GOAWAY_ROUND_TRIP_LIMIT_MS);
+    // A client with nothing in flight may hang up on the GOAWAY instead of answering the PING.
+    session.once('close', done);
+    if (!session.ping(done)) done();
   });
   if (!session.closed && !session.destroyed) session.close();
 }
@@ -148,9 +148,29 @@ function refusalReporter(report: (refused: number, cause: string) => void) {
 /** Every HTTP/2 connection opens with this preface; no HTTP/1.1 request line starts with "PRI ". */
 const HTTP2_PREFACE_START = Buffer.from('PRI ');
 
+/** What each open connection is, so a drain knows which ones it may cut at once. */
+interface Connection {
+  protocol: 'unknown' | 'http1' | 'http2';
+  /** HTTP/1.1 requests whose response has not finished. */
+  requestsInFlight: number;
+  /** Since when it has had no request in flight (and, before it is handed over, no bytes). */
+  quietSince: number;
+}
+
+/**
+ * A drain cuts a connection with no request in flight only once it has been quiet this long: a
+ * keep-alive client may have just sent its next request on it, and cutting that in flight would
+ * leave the client not knowing whether the call ran. A live client's next request arrives well
+ * within this; a silent one is cut a moment later instead of at the end of the grace.
+ */
+const QUIET_BEFORE_DRAIN_CUT_MS = 250;
+
 export interface PolyglotServer {
   listen(port: number, host: string): Promise<net.AddressInfo>;
-  /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then cuts what is left. */
+  /**
+   * Stops accepting, cuts the connections with no call in flight as soon as they are quiet, lets
+   * in-flight calls finish for up to `graceMs`, then cuts what is left.
+   */
   close(graceMs: number): Promise<void>;
 }
 
@@ -164,13 +184,23 @@ export function createPolyglotServer(
   options: PolyglotServerOptions = {},
 ): PolyglotServer {
   const limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;
+  const connections = new Map<net.Socket, Connection>();
   let draining = false;
   const serve: RequestHandler = (request, response) => {
-    // While draining, HTTP/1.1 responses end their connection so keep-alive clients move on.
-    if (draining && request.httpVersionMajor === 1) response.setHeader('connection', 'close');
+    if (request.httpVersionMajor === 1) {
+      const connection = connections.get(request.socket as net.Socket);
+      if (connection) {
+        connection.requestsInFlight += 1;
+        response.once('close', () => {
+          connection.requestsInFlight -= 1;
+          if (connection.requestsInFlight === 0) connection.quietSince = Date.now();
+        });
+      }
+      // While draining, HTTP/1.1 responses end their connection so keep-alive clients move on.
+      if (draining) response.setHeader('connection', 'close');
+    }
     handler(request, response);
   };
-  const sockets = new Set<net.Socket>();
 
   const http1 = http.createServer(
     {
@@ -202,13 +232,14 @@ export function createPolyglotServer(
 
   const refusals = refusalReporter(options.onConnectionsRefused ?? (() => undefined));
   const tcp = net.createServer((socket) => {
-    sockets.add(socket);
+    const connection: Connection = { protocol: 'unknown', requestsInFlight: 0, quietSince: Date.now() };
+    connections.set(socket, connection);
     socket.on('error', () => socket.destroy());
     // A client that never says which protocol it speaks, or says "PRI" and stops, goes here.
     const firstBytes = setTimeout(() => socket.destroy(), limits.headersTimeoutMs);
     socket.once('close', () => {
       clearTimeout(firstBytes);
-      sockets.delete(socket);
+      connections.delete(socket);
     });
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
@@ -217,14 +248,17 @@ export function createPolyglotServer(
       const isHttp2 = head.subarray(0, compared).equals(HTTP2_PREFACE_START.subarray(0, compared));
       if (isHttp2 && head.length < HTTP2_PREFACE_START.length) return;
       clearTimeout(firstBytes);
+      connection.quietSince = Date.now();
       socket.off('data', onData);
       socket.pause();
       socket.unshift(head);
       // The http2 session drains the socket's buffer into itself by hand and then reads natively;
       // the HTTP/1.1 parser reads through stream events, so its socket must flow again.
       if (isHttp2) {
+        connection.protocol = 'http2';
         h2c.emit('connection', socket);
       } else {
+        connection.protocol = 'http1';
         http1.emit('connection', socket);
         socket.resume();
       }
@@ -234,6 +268,18 @@ export function createPolyglotServer(
   // Node closes connections over this count as they are accepted, and says so with 'drop'.
   tcp.maxConnections = limits.maxConnections;
   tcp.on('drop', () => refusals.refused('max connections reached'));
+
+  /** Connections that are not yet a request, or sit between requests: nothing is lost by cutting them. */
+  const dropConnectionsWithoutCalls = () => {
+    const quietSince = Date.now() - QUIET_BEFORE_DRAIN_CUT_MS;
+    for (const [socket, connection] of connections) {
+      const withoutCall =
+        connection.protocol === 'unknown' ||
+        (connection.protocol === 'http1' && connection.requestsInFlight === 0);
+      if (withoutCall && connection.quietSince <= quietSince) socket.destroy();
+    }
+    for (const [session, state] of sessions) if (!state.established) session.destroy();
+  };
 
   return {
     listen(port, host) {
@@ -251,15 +297,16 @@ export function createPolyglotServer(
     async close(graceMs) {
       draining = true;
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+      dropConnectionsWithoutCalls();
       await Promise.all([...sessions.keys()].map(closeSessionGracefully));
       const deadline = Date.now() + graceMs;
-      // Not http1.closeIdleConnections(): it cuts every connection Node sees between requests,
-      // with no regard for a request the client may have just sent on it.
-      while (sockets.size > 0 && Date.now() < deadline) {
+      while (connections.size > 0 && Date.now() < deadline) {
+        dropConnectionsWithoutCalls();
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
-      for (const socket of sockets) socket.destroy();
-      // Stops Node's timeout checks (and would cut idle connections, were any left).
+      for (const socket of connections.keys()) socket.destroy();
+      // Stops Node's timeout checks. Not earlier: it also cuts every connection Node sees between
+      // requests, with no regard for a request the client may have just sent.
       http1.close();
       refusals.stop();
       await closed;

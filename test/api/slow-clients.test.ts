@@ -305,3 +305,32 @@ describe('MAX_CONNECTIONS', () => {
     expect(answered).toMatch(/^HTTP\/1\.1 200 /);
   });
 });
+
+describe('drain', () => {
+  it('cuts at once connections with no call in flight, far below the grace', async () => {
+    const graceMs = 30_000;
+    const config = isolatedConfig({ SHUTDOWN_GRACE_MS: String(graceMs) });
+    const app = await buildApp(config, pino({ level: 'silent' }));
+    const { port } = await app.listen();
+    await dropIsolatedStores(app.services, config);
+
+    const silent = await connectRaw(port);
+    const preface = await connectRaw(port, 'PRI ');
+    const halfHeaders = await connectRaw(port, 'GET /healthz HTTP/1.1\r\nHost: te');
+    const idle = await connectRaw(port, HEALTHZ);
+    await within(idle.until(HEALTHZ_BODY), SLACK_MS, 'response');
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    session.on('error', () => undefined);
+    const stream = session.request({ ':path': '/healthz' });
+    stream.resume();
+    await within(new Promise((resolve) => stream.once('close', resolve)), SLACK_MS, 'h2 response');
+
+    const startedAt = Date.now();
+    await within(app.close(), graceMs, 'close');
+    const tookMs = Date.now() - startedAt;
+    await Promise.all([silent, preface, halfHeaders, idle].map((client) => client.closed));
+    expect(session.closed || session.destroyed).toBe(true);
+    console.info(`drain with idle connections open took ${tookMs} ms (grace ${graceMs} ms)`);
+    expect(tookMs).toBeLessThan(3_000);
+  });
+});
