@@ -13,7 +13,7 @@ import { checkDependencies, type HealthProbe, healthServiceImpl, httpHealthHandl
 import { CallObserver, observabilityInterceptor } from './api/observability.ts';
 import { ipRateLimitInterceptor } from './api/rate-limit.ts';
 import { registerReflection } from './api/reflection.ts';
-import { createPolyglotServer } from './api/server.ts';
+import { createPolyglotServer, type RequestHandler } from './api/server.ts';
 import { UserTokens, userAuthInterceptor, verifiedUserKey } from './api/user-tokens.ts';
 import { CampaignService } from './application/campaign-service.ts';
 import { CouponIssuer } from './application/issue-coupon.ts';
@@ -278,7 +278,7 @@ export async function buildApp(
   });
   const cors = corsMiddleware(config.corsOrigins);
   const health = httpHealthHandler(probe);
-  const server = createPolyglotServer((request, response) => {
+  const route: RequestHandler = (request, response) => {
     if (health(request, response)) return;
     if (request.method === 'GET' && request.url === '/metrics') {
       services.metrics.render().then(
@@ -295,6 +295,16 @@ export async function buildApp(
       return;
     }
     cors(request as http.IncomingMessage, response as http.ServerResponse, () => rpc(request, response));
+  };
+  const server = createPolyglotServer(route, {
+    limits: {
+      headersTimeoutMs: config.httpHeadersTimeoutMs,
+      requestTimeoutMs: config.httpRequestTimeoutMs,
+      idleTimeoutMs: config.httpIdleTimeoutMs,
+      maxConnections: config.maxConnections,
+    },
+    onConnectionsRefused: (refused, cause) =>
+      logger.warn({ refused, cause, maxConnections: config.maxConnections }, 'refused new connections'),
   });
 
   return {

@@ -45,6 +45,14 @@ const schema = z.object({
   RECONCILE_INTERVAL_MS: positiveInt.default(5_000),
   /** SHUTDOWN_GRACE_MS: how long SIGTERM waits for in-flight calls before closing connections. */
   SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
+  /** HTTP_HEADERS_TIMEOUT_MS: a connection's first bytes, then each request's headers, must arrive within this, or it is dropped (HTTP/1.1: 408). */
+  HTTP_HEADERS_TIMEOUT_MS: positiveInt.default(10_000),
+  /** HTTP_REQUEST_TIMEOUT_MS: a whole request, headers and body, must arrive within this (HTTP/1.1: 408, HTTP/2: stream reset); never limits the response. */
+  HTTP_REQUEST_TIMEOUT_MS: positiveInt.default(30_000),
+  /** HTTP_IDLE_TIMEOUT_MS: a connection with no request in flight (HTTP/2: no open stream) is closed after this. */
+  HTTP_IDLE_TIMEOUT_MS: positiveInt.default(60_000),
+  /** MAX_CONNECTIONS: open connections per process; beyond it new ones are closed at once (logged at most every 10 s). */
+  MAX_CONNECTIONS: positiveInt.default(10_000),
   /** ISSUE_RATE_LIMIT_PER_USER: IssueCoupon calls per second per user id and campaign, counted by the claim script in Redis (shared by every instance); 0 is off. */
   ISSUE_RATE_LIMIT_PER_USER: z.coerce.number().int().min(0).default(20),
   /** ISSUE_RATE_LIMIT_PER_IP: IssueCoupon calls per second per client address; 0 (default) is off. */
@@ -129,6 +137,10 @@ export interface Config {
   readonly reconcileAfterMs: number;
   readonly reconcileIntervalMs: number;
   readonly shutdownGraceMs: number;
+  readonly httpHeadersTimeoutMs: number;
+  readonly httpRequestTimeoutMs: number;
+  readonly httpIdleTimeoutMs: number;
+  readonly maxConnections: number;
   readonly logLevel: string;
   readonly adminToken: string | undefined;
   readonly issueRateLimitPerUser: number;
@@ -181,6 +193,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError('invalid configuration: USER_JWT_SECRET: must differ from ADMIN_TOKEN');
   }
   const key = keys[0];
+  if (c.HTTP_HEADERS_TIMEOUT_MS > c.HTTP_REQUEST_TIMEOUT_MS) {
+    // The headers are part of the request; Node refuses such a server too.
+    throw new ConfigError(
+      `invalid configuration: HTTP_HEADERS_TIMEOUT_MS: must not be more than HTTP_REQUEST_TIMEOUT_MS (${c.HTTP_REQUEST_TIMEOUT_MS}), got ${c.HTTP_HEADERS_TIMEOUT_MS}`,
+    );
+  }
   return {
     port: c.PORT,
     host: c.HOST,
@@ -195,6 +213,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     reconcileAfterMs: c.RECONCILE_AFTER_MS,
     reconcileIntervalMs: c.RECONCILE_INTERVAL_MS,
     shutdownGraceMs: c.SHUTDOWN_GRACE_MS,
+    httpHeadersTimeoutMs: c.HTTP_HEADERS_TIMEOUT_MS,
+    httpRequestTimeoutMs: c.HTTP_REQUEST_TIMEOUT_MS,
+    httpIdleTimeoutMs: c.HTTP_IDLE_TIMEOUT_MS,
+    maxConnections: c.MAX_CONNECTIONS,
     logLevel: c.LOG_LEVEL,
     adminToken: c.ADMIN_TOKEN,
     issueRateLimitPerUser: c.ISSUE_RATE_LIMIT_PER_USER,

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_CONNECTION_LIMITS } from '../src/api/server.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
 
 describe('configuration', () => {
@@ -11,6 +12,22 @@ describe('configuration', () => {
       redisUrl: 'redis://127.0.0.1:6379/0',
       corsOrigins: [],
     });
+  });
+
+  it('gives a server built without a config the same connection limits as the defaults', () => {
+    const config = loadConfig({});
+    expect({
+      headersTimeoutMs: config.httpHeadersTimeoutMs,
+      requestTimeoutMs: config.httpRequestTimeoutMs,
+      idleTimeoutMs: config.httpIdleTimeoutMs,
+      maxConnections: config.maxConnections,
+    }).toEqual(DEFAULT_CONNECTION_LIMITS);
+  });
+
+  it('refuses a headers timeout longer than the request timeout it is part of', () => {
+    expect(() => loadConfig({ HTTP_HEADERS_TIMEOUT_MS: '20000', HTTP_REQUEST_TIMEOUT_MS: '10000' })).toThrow(
+      /^invalid configuration: HTTP_HEADERS_TIMEOUT_MS: [^\n]+$/,
+    );
   });
 
   it('splits CORS_ORIGINS on commas', () => {
@@ -29,6 +46,8 @@ describe('configuration', () => {
     ['TRUST_PROXY', 'true'],
     ['TRUST_PROXY', '10.0.0.0/99'],
     ['TRUST_PROXY', 'loopback, my-proxy'],
+    ['MAX_CONNECTIONS', '0'],
+    ['HTTP_IDLE_TIMEOUT_MS', '-1'],
   ])('rejects a bad %s with one line naming it', (variable, value) => {
     expect(() => loadConfig({ [variable]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [variable]: value })).toThrow(
