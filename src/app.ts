@@ -83,6 +83,7 @@ export async function buildServices(
     url: config.databaseUrl,
     poolSize: config.dbPoolSize,
     timeoutMs: config.dependencyTimeoutMs,
+    onQuery: () => metrics.dbQueries.inc(),
   }).catch((error) => {
     redis.disconnect();
     throw error;

@@ -40,6 +40,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly dbQueries = new Counter({
+    name: 'coupon_db_queries_total',
+    help: 'SQL statements sent to the database (transaction begin/commit and the readiness ping not counted)',
+    registers: [this.registry],
+  });
+
   readonly dependencyErrors = new Counter({
     name: 'coupon_dependency_errors_total',
     help: 'Failed or timed-out calls to Redis or the database',
