@@ -13,6 +13,7 @@ import { CallObserver, observabilityInterceptor } from './api/observability.ts';
 import { clientAddress, clientAddressKey, ipRateLimitInterceptor } from './api/rate-limit.ts';
 import { registerReflection } from './api/reflection.ts';
 import { createPolyglotServer } from './api/server.ts';
+import { CampaignDirectory } from './application/campaign-directory.ts';
 import { CampaignService } from './application/campaign-service.ts';
 import { CouponIssuer } from './application/issue-coupon.ts';
 import type { CampaignRepository, CouponRepository } from './application/ports.ts';
@@ -28,6 +29,10 @@ import { type Database, openDatabase } from './infrastructure/db/orm.ts';
 import { DependencyBreaker } from './infrastructure/dependency-breaker.ts';
 import { Metrics } from './infrastructure/metrics.ts';
 import { runPeriodically } from './infrastructure/periodic.ts';
+import {
+  listenForNewCampaigns,
+  RedisCampaignAnnouncer,
+} from './infrastructure/redis/campaign-announcements.ts';
 import { RedisSlotGate } from './infrastructure/redis/slot-gate.ts';
 import { SoldOutCachingGate } from './infrastructure/redis/sold-out-cache.ts';
 
@@ -46,6 +51,8 @@ export interface Services {
   readonly campaigns: CampaignService;
   readonly issuer: CouponIssuer;
   readonly reconciler: ClaimReconciler;
+  /** The ids of every live campaign, so made-up ids are refused from memory. */
+  readonly directory: CampaignDirectory;
   readonly gate: SoldOutCachingGate;
   /** The gate without the process-local cache, for looking at its keys. */
   readonly redisGate: RedisSlotGate;
@@ -135,6 +142,26 @@ export async function buildServices(
       },
     },
   );
+  const directory = new CampaignDirectory({
+    campaigns: campaignRepository,
+    announcer: new RedisCampaignAnnouncer(redis, `${config.redisKeyPrefix}campaign-created`),
+  });
+  await listenForNewCampaigns(subscriber, `${config.redisKeyPrefix}campaign-created`, directory);
+  await directory.load().catch((error) =>
+    // Until a periodic read succeeds, ids it would refuse are looked up in the database.
+    logger.warn({ err: error }, 'could not read the live campaigns; unknown ids go to the database for now'),
+  );
+  const refreshingDirectory = runPeriodically(async () => {
+    const wasLoaded = directory.isLoaded;
+    try {
+      await directory.refresh();
+      if (!wasLoaded) logger.info({ campaigns: directory.size }, 'read the live campaigns');
+    } catch (error) {
+      if (wasLoaded) logger.debug({ err: error }, 'reading new campaigns failed; will retry');
+      else logger.warn({ err: error }, 'reading the live campaigns failed; will retry');
+    }
+  }, config.campaignRefreshMs);
+
   const reconciler = new ClaimReconciler({
     gate,
     campaigns: campaignRepository,
@@ -161,9 +188,10 @@ export async function buildServices(
   }, config.reconcileIntervalMs);
 
   return {
-    campaigns: new CampaignService({ campaigns: campaignRepository, gate }),
-    issuer: new CouponIssuer({ gate, campaigns: campaignRepository, coupons: couponRepository }),
+    campaigns: new CampaignService({ campaigns: campaignRepository, gate, directory }),
+    issuer: new CouponIssuer({ gate, campaigns: campaignRepository, coupons: couponRepository, directory }),
     reconciler,
+    directory,
     gate,
     redisGate,
     repositories: { campaigns: campaignRepository, coupons: couponRepository },
@@ -172,7 +200,7 @@ export async function buildServices(
     breakers,
     metrics,
     async close() {
-      await reconciling.stop();
+      await Promise.all([reconciling.stop(), refreshingDirectory.stop()]);
       for (const breaker of Object.values(breakers)) breaker.shutdown();
       await Promise.allSettled([db.close(), redis.quit(), subscriber.quit()]);
     },

@@ -41,6 +41,8 @@ const schema = z.object({
   RECONCILE_AFTER_MS: positiveInt.default(30_000),
   /** RECONCILE_INTERVAL_MS: how often each instance looks for such claims. */
   RECONCILE_INTERVAL_MS: positiveInt.default(5_000),
+  /** CAMPAIGN_REFRESH_MS: how often each instance re-reads the campaigns created lately (in case it missed an announcement). */
+  CAMPAIGN_REFRESH_MS: positiveInt.default(10_000),
   /** SHUTDOWN_GRACE_MS: how long SIGTERM waits for in-flight calls before closing connections. */
   SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
   /** ISSUE_RATE_LIMIT_PER_USER: IssueCoupon calls per second per user id and campaign, counted by the claim script in Redis (shared by every instance); 0 is off. */
@@ -71,6 +73,7 @@ export interface Config {
   readonly breakerResetMs: number;
   readonly reconcileAfterMs: number;
   readonly reconcileIntervalMs: number;
+  readonly campaignRefreshMs: number;
   readonly shutdownGraceMs: number;
   readonly logLevel: string;
   readonly adminToken: string | undefined;
@@ -114,6 +117,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     breakerResetMs: c.BREAKER_RESET_MS,
     reconcileAfterMs: c.RECONCILE_AFTER_MS,
     reconcileIntervalMs: c.RECONCILE_INTERVAL_MS,
+    campaignRefreshMs: c.CAMPAIGN_REFRESH_MS,
     shutdownGraceMs: c.SHUTDOWN_GRACE_MS,
     logLevel: c.LOG_LEVEL,
     adminToken: c.ADMIN_TOKEN,

@@ -5,6 +5,7 @@ import {
   validateNewCampaign,
 } from '../domain/campaign.ts';
 import { CampaignNotFoundError, InvalidArgumentError } from '../domain/errors.ts';
+import type { CampaignDirectory } from './campaign-directory.ts';
 import type { CampaignRepository, SlotGate } from './ports.ts';
 
 export interface CampaignWithCodes {
@@ -15,17 +16,23 @@ export interface CampaignWithCodes {
 export class CampaignService {
   private readonly campaigns: CampaignRepository;
   private readonly gate: SlotGate;
+  private readonly directory: CampaignDirectory;
 
-  constructor(deps: { campaigns: CampaignRepository; gate: SlotGate }) {
+  constructor(deps: { campaigns: CampaignRepository; gate: SlotGate; directory: CampaignDirectory }) {
     this.campaigns = deps.campaigns;
     this.gate = deps.gate;
+    this.directory = deps.directory;
   }
 
   async createCampaign(input: NewCampaignInput): Promise<Campaign> {
     const campaign = await this.campaigns.create(validateNewCampaign(input, await this.gate.now()));
-    // Loading now spares the first claimers a trip to the database; if it fails, the first
-    // claim loads it instead, so the campaign is usable either way.
-    await this.gate.loadCampaign({ campaign, userIds: [] }).catch(() => undefined);
+    // Every instance knows the id before the caller does, so none refuses it as unknown. Loading
+    // the gate now spares the first claimers a trip to the database; if it fails, the first claim
+    // loads it instead, so the campaign is usable either way.
+    await Promise.all([
+      this.directory.created(campaign),
+      this.gate.loadCampaign({ campaign, userIds: [] }).catch(() => undefined),
+    ]);
     return campaign;
   }
 
@@ -38,6 +45,9 @@ export class CampaignService {
     validateCampaignNameLength(name);
     const found = await this.campaigns.findByNameWithCodes(name);
     if (!found) throw new CampaignNotFoundError('name', name);
+    // Whoever reads a campaign may issue from it next: a campaign this instance missed (created
+    // by a write that timed out, say) becomes known here by its name.
+    this.directory.add(found.campaign);
     return found;
   }
 }

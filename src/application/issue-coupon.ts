@@ -9,6 +9,7 @@ import {
   RateLimitedError,
   SoldOutError,
 } from '../domain/errors.ts';
+import type { CampaignDirectory } from './campaign-directory.ts';
 import {
   type CampaignRepository,
   type ClaimOutcome,
@@ -29,9 +30,10 @@ export interface IssuedCoupon {
 const MAX_CODE_ATTEMPTS = 5;
 
 /**
- * An id the database did not know is answered NOT_FOUND from memory for this long. Safe because
- * ids are made by CreateCampaign, not chosen by clients: nobody can ask for an id before the
- * campaign it names exists. Bounded, so a flood of made-up ids cannot grow it without end.
+ * Until the campaign directory is first read (the database was down at start), an id the database
+ * did not know is answered NOT_FOUND from memory for this long. Safe because ids are made by
+ * CreateCampaign, not chosen by clients: nobody can ask for an id before the campaign it names
+ * exists. Bounded, so a flood of made-up ids cannot grow it without end.
  */
 const UNKNOWN_CAMPAIGN_TTL_MS = 10_000;
 const UNKNOWN_CAMPAIGNS_MAX = 10_000;
@@ -44,14 +46,21 @@ export class CouponIssuer {
   private readonly gate: SlotGate;
   private readonly campaigns: CampaignRepository;
   private readonly coupons: CouponRepository;
+  private readonly directory: CampaignDirectory;
   private readonly loading = new Map<string, Promise<void>>();
   /** Ids the database said name no campaign, until when (local clock, ms). */
   private readonly unknownCampaigns = new Map<string, number>();
 
-  constructor(deps: { gate: SlotGate; campaigns: CampaignRepository; coupons: CouponRepository }) {
+  constructor(deps: {
+    gate: SlotGate;
+    campaigns: CampaignRepository;
+    coupons: CouponRepository;
+    directory: CampaignDirectory;
+  }) {
     this.gate = deps.gate;
     this.campaigns = deps.campaigns;
     this.coupons = deps.coupons;
+    this.directory = deps.directory;
   }
 
   async issueCoupon(campaignId: string, userId: string): Promise<IssuedCoupon> {
@@ -63,6 +72,10 @@ export class CouponIssuer {
         'database',
         'the database is unavailable (circuit open after repeated failures); retry shortly',
       );
+    }
+    // Made a moment ago, perhaps on another instance whose announcement is still on its way.
+    if (this.directory.lookup(campaignId) === 'recent' && !(await this.directory.confirm(campaignId))) {
+      throw new CampaignNotFoundError('id', campaignId);
     }
 
     let claim = await this.gate.claimSlot(campaignId, userId);
@@ -87,7 +100,11 @@ export class CouponIssuer {
       if (error instanceof DomainError) return error;
       throw error;
     }
-    if (!couldBeCampaignId(campaignId) || this.isKnownUnknown(campaignId)) {
+    if (
+      !couldBeCampaignId(campaignId) ||
+      this.directory.lookup(campaignId) === 'unknown' ||
+      this.isKnownUnknown(campaignId)
+    ) {
       return new CampaignNotFoundError('id', campaignId);
     }
     const known = this.gate.knownOutcome(campaignId, userId);
@@ -193,6 +210,7 @@ export class CouponIssuer {
           this.rememberUnknown(campaignId);
           throw new CampaignNotFoundError('id', campaignId);
         }
+        this.directory.add(state.campaign);
         await this.gate.loadCampaign(state);
       })().finally(() => this.loading.delete(campaignId));
       this.loading.set(campaignId, pending);

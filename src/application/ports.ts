@@ -87,12 +87,31 @@ export interface SlotGate {
   loadCampaign(state: CampaignGateState): Promise<void>;
 }
 
+/** A campaign's id and when it closes: what each instance keeps to tell live ids from made-up ones. */
+export interface LiveCampaign {
+  readonly id: string;
+  readonly expiresAt: Date;
+}
+
+/**
+ * Tells every instance at once of a campaign just created, so that none refuses its id as unknown.
+ * Best effort: an announcement that is lost is made up for by the directory's periodic read.
+ */
+export interface CampaignAnnouncer {
+  announce(campaign: LiveCampaign): Promise<void>;
+}
+
 export interface CampaignRepository {
   /** Throws CampaignNameTakenError when the name exists. */
   create(campaign: NewCampaign): Promise<Campaign>;
   /** The campaign and every code issued so far (in issue order), read from one snapshot. */
   findByNameWithCodes(name: string): Promise<{ campaign: Campaign; couponCodes: string[] } | undefined>;
   loadGateState(campaignId: string): Promise<CampaignGateState | undefined>;
+  /**
+   * Campaigns that close after `closingAfter`; with `createdSince`, only those whose id was made
+   * since then (ids are UUIDv7, so this is a range of the primary key).
+   */
+  listLiveCampaigns(closingAfter: Date, createdSince?: Date): Promise<LiveCampaign[]>;
   /** Campaigns that close after `closingAfter`: the ones whose gate state may still hold claims. */
   listCampaignsClosingAfter(closingAfter: Date): Promise<Campaign[]>;
 }

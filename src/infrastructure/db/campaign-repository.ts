@@ -1,6 +1,6 @@
 import type { EntityManager } from '@mikro-orm/mariadb';
 import { v7 as uuidv7 } from 'uuid';
-import type { CampaignGateState, CampaignRepository } from '../../application/ports.ts';
+import type { CampaignGateState, CampaignRepository, LiveCampaign } from '../../application/ports.ts';
 import type { Campaign, NewCampaign } from '../../domain/campaign.ts';
 import { CampaignNameTakenError } from '../../domain/errors.ts';
 import type { DependencyBreaker } from '../dependency-breaker.ts';
@@ -27,6 +27,15 @@ function toCampaign(row: CampaignRow): Campaign {
     issuedAt: utcDate(row.issued_at),
     expiresAt: utcDate(row.expires_at),
   };
+}
+
+/**
+ * The smallest UUIDv7 made at `instant`: a v7 id starts with its 48-bit millisecond timestamp in
+ * hex, so every id made since then sorts at or after this one.
+ */
+function firstIdMadeAt(instant: Date): string {
+  const hex = Math.max(0, instant.getTime()).toString(16).padStart(12, '0');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-0000-0000-000000000000`;
 }
 
 export class MikroOrmCampaignRepository implements CampaignRepository {
@@ -83,6 +92,20 @@ export class MikroOrmCampaignRepository implements CampaignRepository {
         [row.id],
       );
       return { campaign: toCampaign(row), userIds: users.map((u) => u.user_id) };
+    });
+  }
+
+  async listLiveCampaigns(closingAfter: Date, createdSince?: Date): Promise<LiveCampaign[]> {
+    return guarded(this.breaker, 'listing live campaigns', async () => {
+      const rows = await this.db.em
+        .fork()
+        .execute<Pick<CampaignRow, 'id' | 'expires_at'>[]>(
+          createdSince
+            ? 'select id, expires_at from campaign where id >= ? and expires_at > ?'
+            : 'select id, expires_at from campaign where expires_at > ?',
+          createdSince ? [firstIdMadeAt(createdSince), closingAfter] : [closingAfter],
+        );
+      return rows.map((row) => ({ id: row.id, expiresAt: utcDate(row.expires_at) }));
     });
   }
 
