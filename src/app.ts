@@ -29,6 +29,7 @@ import { type Database, openDatabase } from './infrastructure/db/orm.ts';
 import { DependencyBreaker } from './infrastructure/dependency-breaker.ts';
 import { Metrics } from './infrastructure/metrics.ts';
 import { runPeriodically } from './infrastructure/periodic.ts';
+import { RedisCampaignActivity } from './infrastructure/redis/campaign-activity.ts';
 import {
   listenForNewCampaigns,
   RedisCampaignAnnouncer,
@@ -53,6 +54,8 @@ export interface Services {
   readonly reconciler: ClaimReconciler;
   /** The ids of every live campaign, so made-up ids are refused from memory. */
   readonly directory: CampaignDirectory;
+  /** Which campaigns have had claims lately (shared in Redis), for the reconciler. */
+  readonly activity: RedisCampaignActivity;
   readonly gate: SoldOutCachingGate;
   /** The gate without the process-local cache, for looking at its keys. */
   readonly redisGate: RedisSlotGate;
@@ -162,11 +165,21 @@ export async function buildServices(
     }
   }, config.campaignRefreshMs);
 
+  const activity = new RedisCampaignActivity(redis, {
+    keyPrefix: config.redisKeyPrefix,
+    breaker: breakers.redis,
+  });
   const reconciler = new ClaimReconciler({
     gate,
     campaigns: campaignRepository,
     coupons: couponRepository,
+    activity,
     staleAfterMs: config.reconcileAfterMs,
+    sweepPerPass: config.reconcileSweepSize,
+    onCampaignFailed: (campaignId, error) => {
+      metrics.reconcileFailures.inc();
+      logger.warn({ campaignId, err: error }, 'reconciling a campaign failed; will retry next pass');
+    },
   });
   const reconciling = runPeriodically(async () => {
     try {
@@ -175,6 +188,7 @@ export async function buildServices(
       metrics.claimsSettled.inc({ how: 'reconciled_confirmed' }, report.confirmed);
       metrics.claimsSettled.inc({ how: 'adopted' }, report.adopted);
       metrics.claimsSettled.inc({ how: 'leaked_returned' }, report.leaked);
+      metrics.activeCampaigns.set(report.active);
       if (report.leaked > 0) {
         // Slots counted as taken with neither a row nor a pending claim behind them: the gate and
         // the database disagreed, which only a lost Redis write or a defect explains.
@@ -189,9 +203,16 @@ export async function buildServices(
 
   return {
     campaigns: new CampaignService({ campaigns: campaignRepository, gate, directory }),
-    issuer: new CouponIssuer({ gate, campaigns: campaignRepository, coupons: couponRepository, directory }),
+    issuer: new CouponIssuer({
+      gate,
+      campaigns: campaignRepository,
+      coupons: couponRepository,
+      directory,
+      activity,
+    }),
     reconciler,
     directory,
+    activity,
     gate,
     redisGate,
     repositories: { campaigns: campaignRepository, coupons: couponRepository },

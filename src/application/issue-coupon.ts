@@ -11,6 +11,7 @@ import {
 } from '../domain/errors.ts';
 import type { CampaignDirectory } from './campaign-directory.ts';
 import {
+  type CampaignActivity,
   type CampaignRepository,
   type ClaimOutcome,
   type CouponRepository,
@@ -47,6 +48,7 @@ export class CouponIssuer {
   private readonly campaigns: CampaignRepository;
   private readonly coupons: CouponRepository;
   private readonly directory: CampaignDirectory;
+  private readonly activity: CampaignActivity;
   private readonly loading = new Map<string, Promise<void>>();
   /** Ids the database said name no campaign, until when (local clock, ms). */
   private readonly unknownCampaigns = new Map<string, number>();
@@ -56,11 +58,13 @@ export class CouponIssuer {
     campaigns: CampaignRepository;
     coupons: CouponRepository;
     directory: CampaignDirectory;
+    activity: CampaignActivity;
   }) {
     this.gate = deps.gate;
     this.campaigns = deps.campaigns;
     this.coupons = deps.coupons;
     this.directory = deps.directory;
+    this.activity = deps.activity;
   }
 
   async issueCoupon(campaignId: string, userId: string): Promise<IssuedCoupon> {
@@ -78,6 +82,8 @@ export class CouponIssuer {
       throw new CampaignNotFoundError('id', campaignId);
     }
 
+    // Marked before the claim is sent, so the reconciler finds the claim even if we die after it.
+    await this.activity.markActive(campaignId);
     let claim = await this.gate.claimSlot(campaignId, userId);
     if (claim.status === 'not-loaded') {
       await this.loadCampaign(campaignId);

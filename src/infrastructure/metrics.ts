@@ -26,6 +26,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly reconcileFailures = new Counter({
+    name: 'coupon_reconcile_failures_total',
+    help: 'Campaigns the reconciler could not settle in a pass (tried again the next pass)',
+    registers: [this.registry],
+  });
+
+  readonly activeCampaigns = new Gauge({
+    name: 'coupon_active_campaigns',
+    help: 'Campaigns with claims lately, which the reconciler visits every pass',
+    registers: [this.registry],
+  });
+
   readonly dbBatchSize = new Histogram({
     name: 'coupon_db_batch_size',
     help: 'Coupons written per database transaction (group commit)',

@@ -159,7 +159,12 @@ describe('issuing a coupon', () => {
         campaigns: services.repositories.campaigns,
         announcer: { announce: async () => undefined },
       });
-      const issuer = new CouponIssuer({ ...services.repositories, gate: services.gate, directory });
+      const issuer = new CouponIssuer({
+        ...services.repositories,
+        gate: services.gate,
+        directory,
+        activity: services.activity,
+      });
       const unknown = '01900000-0000-7000-8000-000000000001';
       for (let i = 0; i < 3; i++) {
         await expect(issuer.issueCoupon(unknown, `erin-${i}`)).rejects.toBeInstanceOf(CampaignNotFoundError);

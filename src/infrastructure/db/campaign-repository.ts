@@ -16,6 +16,9 @@ interface CampaignRow {
   expires_at: string;
 }
 
+/** Ids in one `in (...)` list; more are read in several queries. */
+const IDS_PER_QUERY = 500;
+
 const SELECT_CAMPAIGN = 'select id, name, amount, issued_count, issued_at, expires_at from campaign';
 
 function toCampaign(row: CampaignRow): Campaign {
@@ -109,13 +112,37 @@ export class MikroOrmCampaignRepository implements CampaignRepository {
     });
   }
 
-  async listCampaignsClosingAfter(closingAfter: Date): Promise<Campaign[]> {
+  async listCampaignsClosingAfter(
+    closingAfter: Date,
+    page: { afterId: string; limit: number },
+  ): Promise<Campaign[]> {
     return guarded(this.breaker, 'listing campaigns', async () => {
       const rows = await this.db.em
         .fork()
-        .execute<CampaignRow[]>(`${SELECT_CAMPAIGN} where expires_at > ?`, [closingAfter]);
+        .execute<CampaignRow[]>(`${SELECT_CAMPAIGN} where id > ? and expires_at > ? order by id limit ?`, [
+          page.afterId,
+          closingAfter,
+          page.limit,
+        ]);
       return rows.map(toCampaign);
     });
+  }
+
+  async findCampaigns(ids: readonly string[]): Promise<Campaign[]> {
+    const found: Campaign[] = [];
+    for (let i = 0; i < ids.length; i += IDS_PER_QUERY) {
+      const chunk = ids.slice(i, i + IDS_PER_QUERY);
+      const rows = await guarded(this.breaker, 'reading campaigns', () =>
+        this.db.em
+          .fork()
+          .execute<CampaignRow[]>(
+            `${SELECT_CAMPAIGN} where id in (${chunk.map(() => '?').join(', ')})`,
+            chunk,
+          ),
+      );
+      found.push(...rows.map(toCampaign));
+    }
+    return found;
   }
 
   private inSnapshot<T>(operation: string, read: (em: EntityManager) => Promise<T>): Promise<T> {
