@@ -15,6 +15,7 @@ import { ipRateLimitInterceptor } from './api/rate-limit.ts';
 import { registerReflection } from './api/reflection.ts';
 import { createPolyglotServer, type RequestHandler } from './api/server.ts';
 import { UserTokens, userAuthInterceptor, verifiedUserKey } from './api/user-tokens.ts';
+import { CampaignDirectory } from './application/campaign-directory.ts';
 import { CampaignService } from './application/campaign-service.ts';
 import { CouponIssuer } from './application/issue-coupon.ts';
 import type { CampaignRepository, CouponRepository } from './application/ports.ts';
@@ -31,6 +32,11 @@ import { DependencyBreaker } from './infrastructure/dependency-breaker.ts';
 import { claimKeyspace, deploymentId } from './infrastructure/keyspace-owner.ts';
 import { Metrics } from './infrastructure/metrics.ts';
 import { runPeriodically } from './infrastructure/periodic.ts';
+import { RedisCampaignActivity } from './infrastructure/redis/campaign-activity.ts';
+import {
+  listenForNewCampaigns,
+  RedisCampaignAnnouncer,
+} from './infrastructure/redis/campaign-announcements.ts';
 import { RedisSlotGate } from './infrastructure/redis/slot-gate.ts';
 import { SoldOutCachingGate } from './infrastructure/redis/sold-out-cache.ts';
 
@@ -56,6 +62,10 @@ export interface Services {
   readonly campaigns: CampaignService;
   readonly issuer: CouponIssuer;
   readonly reconciler: ClaimReconciler;
+  /** The ids of every live campaign, so made-up ids are refused from memory. */
+  readonly directory: CampaignDirectory;
+  /** Which campaigns have had claims lately (shared in Redis), for the reconciler. */
+  readonly activity: RedisCampaignActivity;
   readonly gate: SoldOutCachingGate;
   /** The gate without the process-local cache, for looking at its keys. */
   readonly redisGate: RedisSlotGate;
@@ -98,6 +108,7 @@ export async function buildServices(
     url: config.databaseUrl,
     poolSize: config.dbPoolSize,
     timeoutMs: config.dependencyTimeoutMs,
+    onQuery: () => metrics.dbQueries.inc(),
   }).catch((error) => {
     redis.disconnect();
     throw error;
@@ -154,11 +165,41 @@ export async function buildServices(
       },
     },
   );
+  const directory = new CampaignDirectory({
+    campaigns: campaignRepository,
+    announcer: new RedisCampaignAnnouncer(redis, `${config.redisKeyPrefix}campaign-created`),
+  });
+  await listenForNewCampaigns(subscriber, `${config.redisKeyPrefix}campaign-created`, directory);
+  await directory.load().catch((error) =>
+    // Until a periodic read succeeds, ids it would refuse are looked up in the database.
+    logger.warn({ err: error }, 'could not read the live campaigns; unknown ids go to the database for now'),
+  );
+  const refreshingDirectory = runPeriodically(async () => {
+    const wasLoaded = directory.isLoaded;
+    try {
+      await directory.refresh();
+      if (!wasLoaded) logger.info({ campaigns: directory.size }, 'read the live campaigns');
+    } catch (error) {
+      if (wasLoaded) logger.debug({ err: error }, 'reading new campaigns failed; will retry');
+      else logger.warn({ err: error }, 'reading the live campaigns failed; will retry');
+    }
+  }, config.campaignRefreshMs);
+
+  const activity = new RedisCampaignActivity(redis, {
+    keyPrefix: config.redisKeyPrefix,
+    breaker: breakers.redis,
+  });
   const reconciler = new ClaimReconciler({
     gate,
     campaigns: campaignRepository,
     coupons: couponRepository,
+    activity,
     staleAfterMs: config.reconcileAfterMs,
+    sweepPerPass: config.reconcileSweepSize,
+    onCampaignFailed: (campaignId, error) => {
+      metrics.reconcileFailures.inc();
+      logger.warn({ campaignId, err: error }, 'reconciling a campaign failed; will retry next pass');
+    },
   });
   const reconciling = runPeriodically(async () => {
     try {
@@ -167,6 +208,7 @@ export async function buildServices(
       metrics.claimsSettled.inc({ how: 'reconciled_confirmed' }, report.confirmed);
       metrics.claimsSettled.inc({ how: 'adopted' }, report.adopted);
       metrics.claimsSettled.inc({ how: 'leaked_returned' }, report.leaked);
+      metrics.activeCampaigns.set(report.active);
       if (report.leaked > 0) {
         // Slots counted as taken with neither a row nor a pending claim behind them: the gate and
         // the database disagreed, which only a lost Redis write or a defect explains.
@@ -183,10 +225,19 @@ export async function buildServices(
     campaigns: new CampaignService({
       campaigns: campaignRepository,
       gate,
+      directory,
       maxConcurrentCodeReads: config.campaignCodeReadsMax,
     }),
-    issuer: new CouponIssuer({ gate, campaigns: campaignRepository, coupons: couponRepository }),
+    issuer: new CouponIssuer({
+      gate,
+      campaigns: campaignRepository,
+      coupons: couponRepository,
+      directory,
+      activity,
+    }),
     reconciler,
+    directory,
+    activity,
     gate,
     redisGate,
     repositories: { campaigns: campaignRepository, coupons: couponRepository },
@@ -195,7 +246,7 @@ export async function buildServices(
     breakers,
     metrics,
     async close() {
-      await reconciling.stop();
+      await Promise.all([reconciling.stop(), refreshingDirectory.stop()]);
       for (const breaker of Object.values(breakers)) breaker.shutdown();
       metrics.close();
       await Promise.allSettled([db.close(), redis.quit(), subscriber.quit()]);

@@ -43,6 +43,10 @@ const schema = z.object({
   RECONCILE_AFTER_MS: positiveInt.default(30_000),
   /** RECONCILE_INTERVAL_MS: how often each instance looks for such claims. */
   RECONCILE_INTERVAL_MS: positiveInt.default(5_000),
+  /** RECONCILE_SWEEP_SIZE: live campaigns each reconcile pass also checks for what only lost Redis data causes. */
+  RECONCILE_SWEEP_SIZE: positiveInt.default(100),
+  /** CAMPAIGN_REFRESH_MS: how often each instance re-reads the campaigns created lately (in case it missed an announcement). */
+  CAMPAIGN_REFRESH_MS: positiveInt.default(10_000),
   /** SHUTDOWN_GRACE_MS: how long SIGTERM waits for in-flight calls before closing connections. */
   SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
   /** HTTP_HEADERS_TIMEOUT_MS: a connection's first bytes, then each request's headers, must arrive within this, or it is dropped (HTTP/1.1: 408). */
@@ -136,6 +140,8 @@ export interface Config {
   readonly breakerResetMs: number;
   readonly reconcileAfterMs: number;
   readonly reconcileIntervalMs: number;
+  readonly reconcileSweepSize: number;
+  readonly campaignRefreshMs: number;
   readonly shutdownGraceMs: number;
   readonly httpHeadersTimeoutMs: number;
   readonly httpRequestTimeoutMs: number;
@@ -212,6 +218,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     breakerResetMs: c.BREAKER_RESET_MS,
     reconcileAfterMs: c.RECONCILE_AFTER_MS,
     reconcileIntervalMs: c.RECONCILE_INTERVAL_MS,
+    reconcileSweepSize: c.RECONCILE_SWEEP_SIZE,
+    campaignRefreshMs: c.CAMPAIGN_REFRESH_MS,
     shutdownGraceMs: c.SHUTDOWN_GRACE_MS,
     httpHeadersTimeoutMs: c.HTTP_HEADERS_TIMEOUT_MS,
     httpRequestTimeoutMs: c.HTTP_REQUEST_TIMEOUT_MS,

@@ -5,6 +5,7 @@ import {
   validateNewCampaign,
 } from '../domain/campaign.ts';
 import { CampaignNotFoundError, InvalidArgumentError, TooManyReadsError } from '../domain/errors.ts';
+import type { CampaignDirectory } from './campaign-directory.ts';
 import type { CampaignRepository, SlotGate } from './ports.ts';
 
 export interface CampaignWithCodes {
@@ -15,6 +16,7 @@ export interface CampaignWithCodes {
 export class CampaignService {
   private readonly campaigns: CampaignRepository;
   private readonly gate: SlotGate;
+  private readonly directory: CampaignDirectory;
   private readonly maxConcurrentCodeReads: number;
   private codeReadsInFlight = 0;
 
@@ -23,17 +25,27 @@ export class CampaignService {
    * big campaign) running at once: past it a read is refused at once, so a crowd of them can
    * neither take every database connection nor time out into an open breaker.
    */
-  constructor(deps: { campaigns: CampaignRepository; gate: SlotGate; maxConcurrentCodeReads?: number }) {
+  constructor(deps: {
+    campaigns: CampaignRepository;
+    gate: SlotGate;
+    directory: CampaignDirectory;
+    maxConcurrentCodeReads?: number;
+  }) {
     this.campaigns = deps.campaigns;
     this.gate = deps.gate;
+    this.directory = deps.directory;
     this.maxConcurrentCodeReads = deps.maxConcurrentCodeReads ?? Number.POSITIVE_INFINITY;
   }
 
   async createCampaign(input: NewCampaignInput): Promise<Campaign> {
     const campaign = await this.campaigns.create(validateNewCampaign(input, await this.gate.now()));
-    // Loading now spares the first claimers a trip to the database; if it fails, the first
-    // claim loads it instead, so the campaign is usable either way.
-    await this.gate.loadCampaign({ campaign, userIds: [] }).catch(() => undefined);
+    // Every instance knows the id before the caller does, so none refuses it as unknown. Loading
+    // the gate now spares the first claimers a trip to the database; if it fails, the first claim
+    // loads it instead, so the campaign is usable either way.
+    await Promise.all([
+      this.directory.created(campaign),
+      this.gate.loadCampaign({ campaign, userIds: [] }).catch(() => undefined),
+    ]);
     return campaign;
   }
 
@@ -48,9 +60,12 @@ export class CampaignService {
     // Looked up exactly as given, white space included: campaigns created before names were
     // checked for it stay readable.
     validateCampaignNameLength(name);
+    // Whoever reads a campaign may issue from it next: a campaign this instance missed (created
+    // by a write that timed out, say) becomes known here by its name.
     if (!options.withCodes) {
       const campaign = await this.campaigns.findByName(name);
       if (!campaign) throw new CampaignNotFoundError('name', name);
+      this.directory.add(campaign);
       return { campaign, couponCodes: [] };
     }
     if (this.codeReadsInFlight >= this.maxConcurrentCodeReads) {
@@ -60,6 +75,7 @@ export class CampaignService {
     try {
       const found = await this.campaigns.findByNameWithCodes(name);
       if (!found) throw new CampaignNotFoundError('name', name);
+      this.directory.add(found.campaign);
       return found;
     } finally {
       this.codeReadsInFlight--;

@@ -9,7 +9,9 @@ import {
   RateLimitedError,
   SoldOutError,
 } from '../domain/errors.ts';
+import type { CampaignDirectory } from './campaign-directory.ts';
 import {
+  type CampaignActivity,
   type CampaignRepository,
   type ClaimOutcome,
   type CouponRepository,
@@ -29,9 +31,10 @@ export interface IssuedCoupon {
 const MAX_CODE_ATTEMPTS = 5;
 
 /**
- * An id the database did not know is answered NOT_FOUND from memory for this long. Safe because
- * ids are made by CreateCampaign, not chosen by clients: nobody can ask for an id before the
- * campaign it names exists. Bounded, so a flood of made-up ids cannot grow it without end.
+ * Until the campaign directory is first read (the database was down at start), an id the database
+ * did not know is answered NOT_FOUND from memory for this long. Safe because ids are made by
+ * CreateCampaign, not chosen by clients: nobody can ask for an id before the campaign it names
+ * exists. Bounded, so a flood of made-up ids cannot grow it without end.
  */
 const UNKNOWN_CAMPAIGN_TTL_MS = 10_000;
 const UNKNOWN_CAMPAIGNS_MAX = 10_000;
@@ -44,14 +47,24 @@ export class CouponIssuer {
   private readonly gate: SlotGate;
   private readonly campaigns: CampaignRepository;
   private readonly coupons: CouponRepository;
+  private readonly directory: CampaignDirectory;
+  private readonly activity: CampaignActivity;
   private readonly loading = new Map<string, Promise<void>>();
   /** Ids the database said name no campaign, until when (local clock, ms). */
   private readonly unknownCampaigns = new Map<string, number>();
 
-  constructor(deps: { gate: SlotGate; campaigns: CampaignRepository; coupons: CouponRepository }) {
+  constructor(deps: {
+    gate: SlotGate;
+    campaigns: CampaignRepository;
+    coupons: CouponRepository;
+    directory: CampaignDirectory;
+    activity: CampaignActivity;
+  }) {
     this.gate = deps.gate;
     this.campaigns = deps.campaigns;
     this.coupons = deps.coupons;
+    this.directory = deps.directory;
+    this.activity = deps.activity;
   }
 
   async issueCoupon(campaignId: string, userId: string): Promise<IssuedCoupon> {
@@ -64,7 +77,13 @@ export class CouponIssuer {
         'the database is unavailable (circuit open after repeated failures); retry shortly',
       );
     }
+    // Made a moment ago, perhaps on another instance whose announcement is still on its way.
+    if (this.directory.lookup(campaignId) === 'recent' && !(await this.directory.confirm(campaignId))) {
+      throw new CampaignNotFoundError('id', campaignId);
+    }
 
+    // Marked before the claim is sent, so the reconciler finds the claim even if we die after it.
+    await this.activity.markActive(campaignId);
     let claim = await this.gate.claimSlot(campaignId, userId);
     if (claim.status === 'not-loaded') {
       await this.loadCampaign(campaignId);
@@ -87,7 +106,11 @@ export class CouponIssuer {
       if (error instanceof DomainError) return error;
       throw error;
     }
-    if (!couldBeCampaignId(campaignId) || this.isKnownUnknown(campaignId)) {
+    if (
+      !couldBeCampaignId(campaignId) ||
+      this.directory.lookup(campaignId) === 'unknown' ||
+      this.isKnownUnknown(campaignId)
+    ) {
       return new CampaignNotFoundError('id', campaignId);
     }
     const known = this.gate.knownOutcome(campaignId, userId);
@@ -193,6 +216,7 @@ export class CouponIssuer {
           this.rememberUnknown(campaignId);
           throw new CampaignNotFoundError('id', campaignId);
         }
+        this.directory.add(state.campaign);
         await this.gate.loadCampaign(state);
       })().finally(() => this.loading.delete(campaignId));
       this.loading.set(campaignId, pending);

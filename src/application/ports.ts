@@ -42,6 +42,40 @@ export type ClaimOutcome =
   /** The user called more often than the gate's per-user limit allows in this second. */
   | { readonly status: 'rate-limited'; readonly limitPerSecond: number; readonly retryAfterMs: number };
 
+/** What the reconciler reads of one campaign's gate to tell whether anything needs settling. */
+export interface SlotInspection {
+  readonly remaining: number;
+  /** Users marked served: holders and pending claimers. */
+  readonly users: number;
+  readonly pending: number;
+  /** Pending claims made before the instant asked about: old enough to settle. */
+  readonly stale: number;
+}
+
+/** A campaign marked as having claims, with its latest mark. */
+export interface ActiveCampaign {
+  readonly campaignId: string;
+  /** When it was last marked, on the gate's clock (ms). */
+  readonly markedAtMs: number;
+}
+
+/**
+ * Which campaigns have had claims lately, shared by every instance, so the reconciler visits
+ * those every pass instead of every live campaign. A campaign is marked before a claim of it is
+ * sent, so a process that dies after its claim has left the mark behind.
+ */
+export interface CampaignActivity {
+  /**
+   * Marks the campaign as having claims now; resolves once the mark is stored. Writes at most
+   * once a second per campaign from each instance: a call within a second of a mark shares it.
+   */
+  markActive(campaignId: string): Promise<void>;
+  /** Every campaign marked and not forgotten since. */
+  listActive(): Promise<ActiveCampaign[]>;
+  /** Forgets the campaign unless it was marked again after `mark`; true when forgotten. */
+  forgetUnlessMarkedSince(mark: ActiveCampaign): Promise<boolean>;
+}
+
 /** Everything the gate needs to judge claims of one campaign, as recorded in the database. */
 export interface CampaignGateState {
   readonly campaign: Campaign;
@@ -71,6 +105,8 @@ export interface SlotGate {
   releaseSlot(campaignId: string, userId: string, claimedAtMs?: number): Promise<boolean>;
   /** Slots left, users marked served (holders and pending claimers) and pending claims, at one instant; undefined when not loaded. */
   countSlots(campaignId: string): Promise<{ remaining: number; users: number; pending: number } | undefined>;
+  /** `countSlots`, and how many pending claims were made before `claimedBefore`; undefined when not loaded. */
+  inspectSlots(campaignId: string, claimedBefore: Date): Promise<SlotInspection | undefined>;
   /**
    * Gives back `slots` taken slots that no row or pending claim accounts for, and frees served
    * users that are neither `holders` nor pending. At most one instance at a time; returns the
@@ -87,6 +123,20 @@ export interface SlotGate {
   loadCampaign(state: CampaignGateState): Promise<void>;
 }
 
+/** A campaign's id and when it closes: what each instance keeps to tell live ids from made-up ones. */
+export interface LiveCampaign {
+  readonly id: string;
+  readonly expiresAt: Date;
+}
+
+/**
+ * Tells every instance at once of a campaign just created, so that none refuses its id as unknown.
+ * Best effort: an announcement that is lost is made up for by the directory's periodic read.
+ */
+export interface CampaignAnnouncer {
+  announce(campaign: LiveCampaign): Promise<void>;
+}
+
 export interface CampaignRepository {
   /** Throws CampaignNameTakenError when the name exists. */
   create(campaign: NewCampaign): Promise<Campaign>;
@@ -94,8 +144,21 @@ export interface CampaignRepository {
   /** The campaign and every code issued so far (in issue order), read from one snapshot. */
   findByNameWithCodes(name: string): Promise<{ campaign: Campaign; couponCodes: string[] } | undefined>;
   loadGateState(campaignId: string): Promise<CampaignGateState | undefined>;
-  /** Campaigns that close after `closingAfter`: the ones whose gate state may still hold claims. */
-  listCampaignsClosingAfter(closingAfter: Date): Promise<Campaign[]>;
+  /**
+   * Campaigns that close after `closingAfter`; with `createdSince`, only those whose id was made
+   * since then (ids are UUIDv7, so this is a range of the primary key).
+   */
+  listLiveCampaigns(closingAfter: Date, createdSince?: Date): Promise<LiveCampaign[]>;
+  /**
+   * Campaigns that close after `closingAfter` (the ones whose gate state may still hold claims),
+   * in id order after `afterId`, at most `limit`: one page of a cursor over all of them.
+   */
+  listCampaignsClosingAfter(
+    closingAfter: Date,
+    page: { afterId: string; limit: number },
+  ): Promise<Campaign[]>;
+  /** The campaigns among these ids (any number of them). */
+  findCampaigns(ids: readonly string[]): Promise<Campaign[]>;
 }
 
 export interface CouponToPersist {

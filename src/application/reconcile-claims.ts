@@ -1,9 +1,17 @@
 import type { Campaign } from '../domain/campaign.ts';
-import type { CampaignRepository, CouponRepository, SlotGate } from './ports.ts';
+import type {
+  CampaignActivity,
+  CampaignRepository,
+  CouponRepository,
+  SlotGate,
+  SlotInspection,
+} from './ports.ts';
 
 /** Gate keys outlive a campaign by a day; claims of campaigns closed longer ago are gone with them. */
 const CAMPAIGN_KEYS_KEPT_MS = 24 * 60 * 60 * 1000;
 const CLAIMS_PER_ROUND = 500;
+/** Campaigns inspected at once: their reads go to Redis together, in one pipeline. */
+const INSPECTED_AT_ONCE = 100;
 
 export interface ReconcileReport {
   /** Slots counted as taken with no row and no pending claim behind them, given back. */
@@ -14,7 +22,17 @@ export interface ReconcileReport {
   readonly confirmed: number;
   /** Pending claims without a coupon row: the slot went back and the user is free again. */
   readonly released: number;
+  /** Campaigns marked active after this pass (marked lately, or with claims pending). */
+  readonly active: number;
+  /** Campaigns looked at: every active one, and one page of the sweep over all live ones. */
+  readonly visited: number;
+  /** Active campaigns forgotten: no claim pending and no mark for the idle margin. */
+  readonly forgotten: number;
+  /** Campaigns that could not be reconciled this pass (see `onCampaignFailed`); tried again next pass. */
+  readonly failed: number;
 }
+
+type Tally = { -readonly [K in keyof ReconcileReport]: number };
 
 /**
  * Settles claims a request never settled itself: its process died between the Redis claim and the
@@ -25,37 +43,160 @@ export interface ReconcileReport {
  * names the exact claim (user and claim time), so at most one reconciler gives a slot back and a
  * user's newer claim is never touched. `staleAfterMs` must exceed the longest a write can take
  * (the dependency timeout), so no live write is judged while still in flight.
+ *
+ * A pass costs what the activity does, not what the number of campaigns is. Claims are only made
+ * in campaigns marked active (CampaignActivity, marked before each claim is sent), so each pass
+ * visits the active campaigns, and forgets one that has had no claim pending and no mark for
+ * `idleAfterMs`. The repairs against a Redis that lost data (holders to adopt, leaked slots, a
+ * claim whose mark was lost with it) need every live campaign looked at eventually: each pass
+ * also takes the next `sweepPerPass` of them in id order, so every live campaign is visited
+ * within ceil(live / sweepPerPass) passes.
  */
 export class ClaimReconciler {
   private readonly gate: SlotGate;
   private readonly campaigns: CampaignRepository;
   private readonly coupons: CouponRepository;
+  private readonly activity: CampaignActivity;
   private readonly staleAfterMs: number;
+  private readonly idleAfterMs: number;
+  private readonly sweepPerPass: number;
+  private readonly onCampaignFailed: (campaignId: string, error: unknown) => void;
+  /** The last campaign id the sweep visited; '' starts over. */
+  private sweptUpTo = '';
 
   constructor(deps: {
     gate: SlotGate;
     campaigns: CampaignRepository;
     coupons: CouponRepository;
+    activity: CampaignActivity;
     staleAfterMs: number;
+    /**
+     * How long an active campaign must have had no mark before it is forgotten (default twice
+     * `staleAfterMs`). It must exceed the mark spacing (a second) plus the longest a claim can take
+     * to reach Redis after its mark, so a claim still on its way always finds its campaign listed.
+     */
+    idleAfterMs?: number;
+    /** Live campaigns the sweep visits per pass. */
+    sweepPerPass: number;
+    /** Told of each campaign that failed this pass; the pass goes on with the others. */
+    onCampaignFailed?: (campaignId: string, error: unknown) => void;
   }) {
     this.gate = deps.gate;
     this.campaigns = deps.campaigns;
     this.coupons = deps.coupons;
+    this.activity = deps.activity;
     this.staleAfterMs = deps.staleAfterMs;
+    this.idleAfterMs = deps.idleAfterMs ?? 2 * deps.staleAfterMs;
+    this.sweepPerPass = deps.sweepPerPass;
+    this.onCampaignFailed = deps.onCampaignFailed ?? (() => undefined);
   }
 
   async reconcile(): Promise<ReconcileReport> {
     const now = (await this.gate.now()).getTime();
-    const campaigns = await this.campaigns.listCampaignsClosingAfter(new Date(now - CAMPAIGN_KEYS_KEPT_MS));
-    const total = { adopted: 0, confirmed: 0, released: 0, leaked: 0 };
-    for (const campaign of campaigns) {
-      const settled = await this.reconcileCampaign(campaign.id, new Date(now - this.staleAfterMs));
-      total.confirmed += settled.confirmed;
-      total.released += settled.released;
-      total.adopted += await this.adoptLostHolders(campaign);
-      total.leaked += await this.returnLeakedSlots(campaign);
+    const closingAfter = new Date(now - CAMPAIGN_KEYS_KEPT_MS);
+    const claimedBefore = new Date(now - this.staleAfterMs);
+    const tally: Tally = {
+      adopted: 0,
+      confirmed: 0,
+      released: 0,
+      leaked: 0,
+      active: 0,
+      visited: 0,
+      forgotten: 0,
+      failed: 0,
+    };
+
+    // Campaigns with claims lately, every pass.
+    const marks = await this.activity.listActive();
+    const active = (await this.campaigns.findCampaigns(marks.map((mark) => mark.campaignId))).filter(
+      (campaign) => campaign.expiresAt > closingAfter,
+    );
+    const pending = await this.reconcileCampaigns(active, claimedBefore, tally);
+    const live = new Set(active.map((campaign) => campaign.id));
+    for (const mark of marks) {
+      // Not live: nothing left to settle. Live: no claim pending when looked at, no mark lately.
+      // A campaign that failed this pass is not in `pending`, and stays.
+      const idle =
+        !live.has(mark.campaignId) ||
+        (pending.get(mark.campaignId) === 0 && mark.markedAtMs < now - this.idleAfterMs);
+      if (!idle) continue;
+      try {
+        if (await this.activity.forgetUnlessMarkedSince(mark)) tally.forgotten++;
+      } catch (error) {
+        tally.failed++;
+        this.onCampaignFailed(mark.campaignId, error);
+      }
     }
-    return total;
+
+    // One page of every live campaign, for what only lost Redis data causes.
+    const page = await this.campaigns.listCampaignsClosingAfter(closingAfter, {
+      afterId: this.sweptUpTo,
+      limit: this.sweepPerPass,
+    });
+    this.sweptUpTo = page.length < this.sweepPerPass ? '' : (page.at(-1)?.id ?? '');
+    const swept = page.filter((campaign) => !live.has(campaign.id));
+    for (const [campaignId, left] of await this.reconcileCampaigns(swept, claimedBefore, tally)) {
+      // Claims pending in a campaign nobody marked (its mark lost with Redis data): visit it every
+      // pass from now on, rather than once a sweep.
+      if (left > 0) await this.activity.markActive(campaignId).catch(() => undefined);
+    }
+    tally.active = marks.length - tally.forgotten;
+    return tally;
+  }
+
+  /**
+   * Inspects the campaigns (one pipelined read each) and settles the few that need it. Returns the
+   * claims each had pending when inspected (0 when its gate keys are gone); a campaign that failed
+   * is counted, reported and left out.
+   */
+  private async reconcileCampaigns(
+    campaigns: readonly Campaign[],
+    claimedBefore: Date,
+    tally: Tally,
+  ): Promise<Map<string, number>> {
+    const pending = new Map<string, number>();
+    for (let i = 0; i < campaigns.length; i += INSPECTED_AT_ONCE) {
+      const chunk = campaigns.slice(i, i + INSPECTED_AT_ONCE);
+      const inspections = await Promise.allSettled(
+        chunk.map((campaign) => this.gate.inspectSlots(campaign.id, claimedBefore)),
+      );
+      for (const [j, inspection] of inspections.entries()) {
+        const campaign = chunk[j] as Campaign;
+        tally.visited++;
+        try {
+          if (inspection.status === 'rejected') throw inspection.reason;
+          await this.settle(campaign, inspection.value, claimedBefore, tally);
+          pending.set(campaign.id, inspection.value?.pending ?? 0);
+        } catch (error) {
+          tally.failed++;
+          this.onCampaignFailed(campaign.id, error);
+        }
+      }
+    }
+    return pending;
+  }
+
+  /** Settles what the inspection shows may need it; most campaigns need nothing. */
+  private async settle(
+    campaign: Campaign,
+    look: SlotInspection | undefined,
+    claimedBefore: Date,
+    tally: Tally,
+  ): Promise<void> {
+    // No gate keys: nothing to settle; the next claim rebuilds the campaign from MySQL.
+    if (!look) return;
+    if (look.stale > 0) {
+      const settled = await this.reconcileCampaign(campaign.id, claimedBefore);
+      tally.confirmed += settled.confirmed;
+      tally.released += settled.released;
+    }
+    const handedOut = campaign.amount - look.remaining;
+    if (campaign.issuedCount > handedOut || campaign.issuedCount > look.users) {
+      tally.adopted += await this.adoptLostHolders(campaign);
+    }
+    if (handedOut - look.pending > campaign.issuedCount) {
+      tally.leaked += await this.returnLeakedSlots(campaign);
+    }
   }
 
   /**

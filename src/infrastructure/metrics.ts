@@ -28,6 +28,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly reconcileFailures = new Counter({
+    name: 'coupon_reconcile_failures_total',
+    help: 'Campaigns the reconciler could not settle in a pass (tried again the next pass)',
+    registers: [this.registry],
+  });
+
+  readonly activeCampaigns = new Gauge({
+    name: 'coupon_active_campaigns',
+    help: 'Campaigns with claims lately, which the reconciler visits every pass',
+    registers: [this.registry],
+  });
+
   readonly dbBatchSize = new Histogram({
     name: 'coupon_db_batch_size',
     help: 'Coupons written per database transaction (group commit)',
@@ -39,6 +51,12 @@ export class Metrics {
     name: 'coupon_db_batch_duration_seconds',
     help: 'Time to write one batch of coupons',
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+
+  readonly dbQueries = new Counter({
+    name: 'coupon_db_queries_total',
+    help: 'SQL statements sent to the database (transaction begin/commit and the readiness ping not counted)',
     registers: [this.registry],
   });
 

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Services } from '../../src/app.ts';
+import { CampaignDirectory } from '../../src/application/campaign-directory.ts';
+import { CouponIssuer } from '../../src/application/issue-coupon.ts';
 import type { Campaign } from '../../src/domain/campaign.ts';
 import { isValidCouponCode } from '../../src/domain/coupon-code.ts';
 import {
@@ -51,6 +53,23 @@ async function storedState(campaignId: string) {
     users: await services.redis.smembers(keys.users),
     pending: await services.redis.zcard(keys.pending),
   };
+}
+
+/** Counts the campaign reads the issuer makes when the gate does not know a campaign. */
+function countGateStateReads() {
+  const repository = services.repositories.campaigns;
+  const load = repository.loadGateState.bind(repository);
+  const reads = {
+    count: 0,
+    restore: () => {
+      repository.loadGateState = load;
+    },
+  };
+  repository.loadGateState = (campaignId) => {
+    reads.count++;
+    return load(campaignId);
+  };
+  return reads;
 }
 
 async function settle<T>(calls: Promise<T>[]) {
@@ -112,30 +131,50 @@ describe('issuing a coupon', () => {
     await services.gate.releaseSlot(campaign.id, 'first');
   });
 
-  it('answers ids it never handed out without the stores, and remembers unknown ones', async () => {
-    const repository = services.repositories.campaigns;
-    const load = repository.loadGateState.bind(repository);
-    let reads = 0;
-    repository.loadGateState = (campaignId) => {
-      reads++;
-      return load(campaignId);
-    };
+  it('answers ids it never handed out without the stores', async () => {
+    const reads = countGateStateReads();
     try {
       // Not a UUID (and a brace would break the hash tag on Redis Cluster): no read at all.
       await expect(services.issuer.issueCoupon('{made-up}', 'dave')).rejects.toBeInstanceOf(
         CampaignNotFoundError,
       );
-      expect(reads).toBe(0);
-      // A well-formed id no campaign has: one database read, then memory.
+      // A well-formed id outside the directory of live campaigns: no read either.
       const unknown = '01900000-0000-7000-8000-000000000000';
       for (let i = 0; i < 3; i++) {
         await expect(services.issuer.issueCoupon(unknown, `dave-${i}`)).rejects.toBeInstanceOf(
           CampaignNotFoundError,
         );
       }
-      expect(reads).toBe(1);
+      expect(reads.count).toBe(0);
     } finally {
-      repository.loadGateState = load;
+      reads.restore();
+    }
+  });
+
+  it('before the directory was read, asks the database once per unknown id, then remembers it', async () => {
+    const reads = countGateStateReads();
+    try {
+      // As when the database was down at start: nothing known yet, so nothing refused from memory.
+      const directory = new CampaignDirectory({
+        campaigns: services.repositories.campaigns,
+        announcer: { announce: async () => undefined },
+      });
+      const issuer = new CouponIssuer({
+        ...services.repositories,
+        gate: services.gate,
+        directory,
+        activity: services.activity,
+      });
+      const unknown = '01900000-0000-7000-8000-000000000001';
+      for (let i = 0; i < 3; i++) {
+        await expect(issuer.issueCoupon(unknown, `erin-${i}`)).rejects.toBeInstanceOf(CampaignNotFoundError);
+      }
+      expect(reads.count).toBe(1);
+      // A real campaign is still served.
+      const campaign = await createCampaign(1);
+      await expect(issuer.issueCoupon(campaign.id, 'erin')).resolves.toMatchObject({ userId: 'erin' });
+    } finally {
+      reads.restore();
     }
   });
 

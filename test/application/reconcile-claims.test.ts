@@ -31,8 +31,9 @@ async function gateState(campaignId: string) {
   };
 }
 
-/** Claims a slot the way a request does, then "dies": nothing settles the claim. */
+/** Claims a slot the way a request does (campaign marked active first), then "dies": nothing settles the claim. */
 async function abandonedClaim(campaignId: string, userId: string): Promise<number> {
+  await services.activity.markActive(campaignId);
   const claim = await services.gate.claimSlot(campaignId, userId);
   if (claim.status !== 'claimed') throw new Error(`expected a claim, got ${claim.status}`);
   return claim.claimedAt.getTime();
@@ -105,7 +106,9 @@ describe('the claim reconciler', () => {
         new ClaimReconciler({
           gate: services.gate,
           ...services.repositories,
+          activity: services.activity,
           staleAfterMs: 0,
+          sweepPerPass: 100,
         }),
     );
     const reports = await Promise.all(instances.map((reconciler) => reconcileNow(campaign.id, reconciler)));
@@ -120,7 +123,9 @@ describe('the claim reconciler', () => {
     const reconciler = new ClaimReconciler({
       gate: services.gate,
       ...services.repositories,
+      activity: services.activity,
       staleAfterMs: 0,
+      sweepPerPass: 100,
     });
     // Claims stamped in this very millisecond are not yet "older than 0 ms".
     const claimedAt = (await services.gate.now()).getTime();

@@ -1,6 +1,6 @@
 import type { EntityManager } from '@mikro-orm/mariadb';
 import { v7 as uuidv7 } from 'uuid';
-import type { CampaignGateState, CampaignRepository } from '../../application/ports.ts';
+import type { CampaignGateState, CampaignRepository, LiveCampaign } from '../../application/ports.ts';
 import type { Campaign, NewCampaign } from '../../domain/campaign.ts';
 import { CampaignNameTakenError } from '../../domain/errors.ts';
 import type { DependencyBreaker } from '../dependency-breaker.ts';
@@ -16,6 +16,9 @@ interface CampaignRow {
   expires_at: string;
 }
 
+/** Ids in one `in (...)` list; more are read in several queries. */
+const IDS_PER_QUERY = 500;
+
 const SELECT_CAMPAIGN = 'select id, name, amount, issued_count, issued_at, expires_at from campaign';
 
 function toCampaign(row: CampaignRow): Campaign {
@@ -27,6 +30,15 @@ function toCampaign(row: CampaignRow): Campaign {
     issuedAt: utcDate(row.issued_at),
     expiresAt: utcDate(row.expires_at),
   };
+}
+
+/**
+ * The smallest UUIDv7 made at `instant`: a v7 id starts with its 48-bit millisecond timestamp in
+ * hex, so every id made since then sorts at or after this one.
+ */
+function firstIdMadeAt(instant: Date): string {
+  const hex = Math.max(0, instant.getTime()).toString(16).padStart(12, '0');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-0000-0000-000000000000`;
 }
 
 export class MikroOrmCampaignRepository implements CampaignRepository {
@@ -98,13 +110,51 @@ export class MikroOrmCampaignRepository implements CampaignRepository {
     });
   }
 
-  async listCampaignsClosingAfter(closingAfter: Date): Promise<Campaign[]> {
+  async listLiveCampaigns(closingAfter: Date, createdSince?: Date): Promise<LiveCampaign[]> {
+    return guarded(this.breaker, 'listing live campaigns', async () => {
+      const rows = await this.db.em
+        .fork()
+        .execute<Pick<CampaignRow, 'id' | 'expires_at'>[]>(
+          createdSince
+            ? 'select id, expires_at from campaign where id >= ? and expires_at > ?'
+            : 'select id, expires_at from campaign where expires_at > ?',
+          createdSince ? [firstIdMadeAt(createdSince), closingAfter] : [closingAfter],
+        );
+      return rows.map((row) => ({ id: row.id, expiresAt: utcDate(row.expires_at) }));
+    });
+  }
+
+  async listCampaignsClosingAfter(
+    closingAfter: Date,
+    page: { afterId: string; limit: number },
+  ): Promise<Campaign[]> {
     return guarded(this.breaker, 'listing campaigns', async () => {
       const rows = await this.db.em
         .fork()
-        .execute<CampaignRow[]>(`${SELECT_CAMPAIGN} where expires_at > ?`, [closingAfter]);
+        .execute<CampaignRow[]>(`${SELECT_CAMPAIGN} where id > ? and expires_at > ? order by id limit ?`, [
+          page.afterId,
+          closingAfter,
+          page.limit,
+        ]);
       return rows.map(toCampaign);
     });
+  }
+
+  async findCampaigns(ids: readonly string[]): Promise<Campaign[]> {
+    const found: Campaign[] = [];
+    for (let i = 0; i < ids.length; i += IDS_PER_QUERY) {
+      const chunk = ids.slice(i, i + IDS_PER_QUERY);
+      const rows = await guarded(this.breaker, 'reading campaigns', () =>
+        this.db.em
+          .fork()
+          .execute<CampaignRow[]>(
+            `${SELECT_CAMPAIGN} where id in (${chunk.map(() => '?').join(', ')})`,
+            chunk,
+          ),
+      );
+      found.push(...rows.map(toCampaign));
+    }
+    return found;
   }
 
   private inSnapshot<T>(

@@ -12,6 +12,8 @@ export interface DatabaseOptions {
   readonly poolSize: number;
   /** Bounds connecting and every query, so an unreachable database fails a call instead of hanging it. */
   readonly timeoutMs: number;
+  /** Told of every SQL statement sent (MikroORM's `onQuery` hook), for the query counter. */
+  readonly onQuery?: () => void;
 }
 
 /**
@@ -43,6 +45,10 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
       silent: true,
     },
     debug: false,
+    onQuery: (sql) => {
+      options.onQuery?.();
+      return sql;
+    },
   });
   await orm.schema.ensureDatabase();
   await orm.migrator.up();

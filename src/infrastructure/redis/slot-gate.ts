@@ -7,6 +7,7 @@ import {
   DependencyUnavailableError,
   type PendingClaim,
   type SlotGate,
+  type SlotInspection,
 } from '../../application/ports.ts';
 import type { DependencyBreaker } from '../dependency-breaker.ts';
 import { TickBatcher } from './tick-batcher.ts';
@@ -234,6 +235,28 @@ export class RedisSlotGate implements SlotGate {
     const [remaining, users, pending] = (replies ?? []).map(([, value]) => value);
     if (remaining === null || remaining === undefined) return undefined;
     return { remaining: Number(remaining), users: Number(users), pending: Number(pending) };
+  }
+
+  async inspectSlots(campaignId: string, claimedBefore: Date): Promise<SlotInspection | undefined> {
+    const k = this.keys(campaignId);
+    // One MULTI, one round trip (pipelined with the other campaigns inspected at the same time).
+    const replies = await this.call('inspecting slots', async () =>
+      this.redis
+        .multi()
+        .get(k.remaining)
+        .scard(k.users)
+        .zcard(k.pending)
+        .zcount(k.pending, '-inf', `(${claimedBefore.getTime()}`)
+        .exec(),
+    );
+    const [remaining, users, pending, stale] = (replies ?? []).map(([, value]) => value);
+    if (remaining === null || remaining === undefined) return undefined;
+    return {
+      remaining: Number(remaining),
+      users: Number(users),
+      pending: Number(pending),
+      stale: Number(stale),
+    };
   }
 
   async returnLeakedSlots(campaignId: string, slots: number, holders: readonly string[]): Promise<number> {

@@ -1,5 +1,11 @@
 import type { Redis } from 'ioredis';
-import type { CampaignGateState, ClaimOutcome, PendingClaim, SlotGate } from '../../application/ports.ts';
+import type {
+  CampaignGateState,
+  ClaimOutcome,
+  PendingClaim,
+  SlotGate,
+  SlotInspection,
+} from '../../application/ports.ts';
 import type { RedisSlotGate } from './slot-gate.ts';
 
 export interface SoldOutCacheOptions {
@@ -138,6 +144,10 @@ export class SoldOutCachingGate implements SlotGate {
 
   countSlots(campaignId: string): Promise<{ remaining: number; users: number; pending: number } | undefined> {
     return this.gate.countSlots(campaignId);
+  }
+
+  inspectSlots(campaignId: string, claimedBefore: Date): Promise<SlotInspection | undefined> {
+    return this.gate.inspectSlots(campaignId, claimedBefore);
   }
 
   async returnLeakedSlots(campaignId: string, slots: number, holders: readonly string[]): Promise<number> {
