@@ -29,7 +29,7 @@ import { MikroOrmCouponRepository } from './infrastructure/db/coupon-repository.
 import { GroupCommitCouponRepository } from './infrastructure/db/group-commit.ts';
 import { type Database, openDatabase } from './infrastructure/db/orm.ts';
 import { DependencyBreaker } from './infrastructure/dependency-breaker.ts';
-import { claimKeyspace, deploymentId } from './infrastructure/keyspace-owner.ts';
+import { claimKeyspace, deploymentId, KeyspaceTakenError } from './infrastructure/keyspace-owner.ts';
 import { Metrics } from './infrastructure/metrics.ts';
 import { runPeriodically } from './infrastructure/periodic.ts';
 import { RedisCampaignActivity } from './infrastructure/redis/campaign-activity.ts';
@@ -83,10 +83,17 @@ export interface Services {
 }
 
 /** Connects the stores and wires the use cases; the API is built on top in `buildApp`. */
+/** What the process does with a fault found after start that it must not run on with. */
+export interface ProcessHooks {
+  /** Default: log it as fatal and go on (a test); `main.ts` exits 1. */
+  readonly onFatal?: (error: Error) => void;
+}
+
 export async function buildServices(
   config: Config,
   logger: Logger,
   metrics = new Metrics(),
+  hooks: ProcessHooks = {},
 ): Promise<Services> {
   const redis = new Redis(config.redisUrl, {
     // Fail calls at once while Redis is away instead of queueing them: the client gets
@@ -114,7 +121,7 @@ export async function buildServices(
     throw error;
   });
   await redisReady;
-  await claimKeyspaceForDeployment(config, logger, redis, db).catch(async (error: unknown) => {
+  await claimKeyspaceForDeployment(config, logger, redis, db, hooks).catch(async (error: unknown) => {
     await Promise.allSettled([db.close(), redis.quit()]);
     throw error;
   });
@@ -256,9 +263,16 @@ export async function buildServices(
 
 /**
  * Stops the start when another deployment owns this Redis keyspace. With Redis down at start the
- * check runs once it connects; a conflict found then is logged as fatal (the start has passed).
+ * check runs once it connects, and a conflict found then is fatal (`hooks.onFatal`): the service
+ * must not write into another deployment's gates.
  */
-async function claimKeyspaceForDeployment(config: Config, logger: Logger, redis: Redis, db: Database) {
+async function claimKeyspaceForDeployment(
+  config: Config,
+  logger: Logger,
+  redis: Redis,
+  db: Database,
+  hooks: ProcessHooks,
+) {
   const claim = async () =>
     claimKeyspace({
       redis,
@@ -268,19 +282,27 @@ async function claimKeyspaceForDeployment(config: Config, logger: Logger, redis:
     });
   if (redis.status === 'ready') return claim();
   logger.warn('redis is not reachable: the key prefix is checked for another deployment once it is');
-  redis.once('ready', () => {
-    claim().catch((error: unknown) =>
-      logger.fatal({ err: error }, error instanceof Error ? error.message : 'claiming the keyspace failed'),
-    );
-  });
+  const checkWhenReady = () => {
+    claim().catch((error: unknown) => {
+      if (error instanceof KeyspaceTakenError) {
+        logger.fatal({ err: error }, error.message);
+        hooks.onFatal?.(error);
+        return;
+      }
+      // Redis went away again before the check: try at the next connect.
+      redis.once('ready', checkWhenReady);
+    });
+  };
+  redis.once('ready', checkWhenReady);
 }
 
 /** The composition root: the one place that knows every concrete class. */
 export async function buildApp(
   config: Config,
   logger: Logger = pino({ level: config.logLevel }),
+  hooks: ProcessHooks = {},
 ): Promise<App> {
-  const services = await buildServices(config, logger);
+  const services = await buildServices(config, logger, new Metrics(), hooks);
   let draining = false;
   const probe: HealthProbe = {
     isDraining: () => draining,

@@ -28,7 +28,11 @@ if (config.workers > 1 && cluster.isPrimary) {
 
 /** One process serving the port: builds the app, listens, drains on SIGTERM. */
 async function runServer(config: Config): Promise<void> {
-  const app = await buildApp(config, logger).catch((error: unknown) => {
+  const onFatal = (error: Error) => {
+    console.error(error.message);
+    process.exit(1);
+  };
+  const app = await buildApp(config, logger, { onFatal }).catch((error: unknown) => {
     if (error instanceof ConfigError) {
       console.error(error.message);
       process.exit(1);
@@ -36,7 +40,10 @@ async function runServer(config: Config): Promise<void> {
     logger.fatal({ err: error }, 'could not start: is the database reachable at DATABASE_URL?');
     process.exit(1);
   });
-  const address = await app.listen();
+  const address = await app.listen().catch((error: NodeJS.ErrnoException) => {
+    console.error(`could not listen on ${config.host}:${config.port}: ${error.code ?? error.message}`);
+    process.exit(1);
+  });
   logger.info({ host: address.address, port: address.port }, 'coupon-service listening');
 
   let stopping = false;

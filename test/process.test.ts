@@ -4,11 +4,19 @@ import { create } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
+import { Redis } from 'ioredis';
+import mysql from 'mysql2/promise';
 import { describe, expect, it } from 'vitest';
 import { CouponService, CreateCampaignRequestSchema } from '../src/gen/coupon/v1/coupon_pb.js';
 import { childEnv, startChildService } from './support/child-service.ts';
 import { eventually } from './support/invariants.ts';
 import { isolatedConfig, openWindow, startServices, uniqueName } from './support/services.ts';
+import { TcpProxy } from './support/tcp-proxy.ts';
+
+function target(url: string) {
+  const parsed = new URL(url);
+  return { host: parsed.hostname, port: Number(parsed.port) };
+}
 
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 
@@ -53,6 +61,37 @@ describe('two deployments on one Redis keyspace', () => {
       await first.services.db.em.fork().execute(`drop database if exists \`${secondDatabase}\``);
     } finally {
       await first.stop();
+    }
+  });
+});
+
+describe('another deployment found on the keyspace once Redis comes back', () => {
+  it('stops the instance that started while Redis was away, with one line and exit code 1', async () => {
+    const config = isolatedConfig();
+    const marker = new Redis(config.redisUrl);
+    const proxy = await TcpProxy.start(target(config.redisUrl));
+    proxy.cut();
+    try {
+      await marker.set(`${config.redisKeyPrefix}deployment`, 'another-deployment');
+      const child = await startChildService(
+        childEnv(config, {
+          REDIS_URL: proxy.route(config.redisUrl),
+          DEPENDENCY_TIMEOUT_MS: '500',
+          RECONCILE_AFTER_MS: '1500',
+        }),
+      );
+      proxy.restore();
+      expect(await child.exited()).toBe(1);
+      expect(child.logs.join('\n')).toMatch(
+        /invalid configuration: REDIS_KEY_PREFIX: .* belongs to another deployment/,
+      );
+    } finally {
+      await proxy.close();
+      await marker.del(`${config.redisKeyPrefix}deployment`);
+      marker.disconnect();
+      const server = await mysql.createConnection(new URL('/', config.databaseUrl).toString());
+      await server.query(`drop database if exists \`${new URL(config.databaseUrl).pathname.slice(1)}\``);
+      await server.end();
     }
   });
 });

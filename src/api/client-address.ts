@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import net from 'node:net';
 import { createContextKey } from '@connectrpc/connect';
+import ipaddr from 'ipaddr.js';
 import proxyaddr from 'proxy-addr';
 import type { NodeServerRequest } from './connect-handler.ts';
 
@@ -36,8 +37,21 @@ export function clientAddress(
   // proxy-addr reads only the X-Forwarded-For header and the socket's address, which HTTP/2 requests have too.
   const address = proxyaddr(request as http.IncomingMessage, trust);
   if (net.isIP(address) === 0) return { invalid: address };
-  // One client, one bucket: "::ffff:192.0.2.1" is 192.0.2.1.
-  return {
-    address: address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address,
-  };
+  return { address: clientOf(address) };
+}
+
+/**
+ * The unit a client is limited by: an IPv4 address, or an IPv6 /64. A subscriber gets at least a
+ * /64 and may use any address in it, so per-address buckets would be 2^64 buckets for one client.
+ * "::ffff:192.0.2.1" is 192.0.2.1.
+ */
+function clientOf(address: string): string {
+  const parsed = ipaddr.parse(address);
+  if (parsed.kind() === 'ipv4') return parsed.toString();
+  const ipv6 = parsed as ipaddr.IPv6;
+  if (ipv6.isIPv4MappedAddress()) return ipv6.toIPv4Address().toString();
+  return `${ipv6.parts
+    .slice(0, 4)
+    .map((part) => part.toString(16))
+    .join(':')}::/64`;
 }

@@ -145,6 +145,9 @@ function refusalReporter(report: (refused: number, cause: string) => void) {
   };
 }
 
+/** Concurrent streams per HTTP/2 connection (a gRPC client multiplexes its calls within this). */
+export const MAX_STREAMS_PER_CONNECTION = 100;
+
 /** Every HTTP/2 connection opens with this preface; no HTTP/1.1 request line starts with "PRI ". */
 const HTTP2_PREFACE_START = Buffer.from('PRI ');
 
@@ -221,7 +224,10 @@ export function createPolyglotServer(
   // if a Node upgrade moves that start elsewhere.
   http1.emit('listening');
 
-  const h2c = http2.createServer({}, serve);
+  // Streams one HTTP/2 connection may hold open at once: Node's default is unbounded, and every
+  // stream whose body never ends is buffered until the request timeout, so one connection could
+  // otherwise hold any amount of memory. 100 is what RFC 9113 recommends as the least to allow.
+  const h2c = http2.createServer({ settings: { maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION } }, serve);
   const sessions = new Map<http2.ServerHttp2Session, SessionState>();
   h2c.on('session', (session) => {
     const state: SessionState = { established: false };

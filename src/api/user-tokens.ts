@@ -114,7 +114,7 @@ export class UserTokens {
       // jose's overloads differ only in the key's type; one call serves all three.
       ({ payload } = await jwtVerify(token, this.key as webcrypto.CryptoKey, this.options));
     } catch (error) {
-      throw tokenRefusal(error);
+      throw tokenRefusal(error, typeof this.key === 'function');
     }
     if (typeof payload.sub !== 'string')
       throw new UnauthenticatedError('the user token has no sub (the user id)');
@@ -137,8 +137,8 @@ export class UserTokens {
 }
 
 /** What a client is told of a token jose refused; never the token itself. */
-function tokenRefusal(error: unknown): Error {
-  const code = (error as errors.JOSEError | undefined)?.code;
+function tokenRefusal(error: unknown, fetchesKeys: boolean): Error {
+  const code = (error as Partial<errors.JOSEError> | undefined)?.code;
   switch (code) {
     case 'ERR_JWT_EXPIRED':
       return new UnauthenticatedError('the user token has expired; get a new one');
@@ -149,17 +149,21 @@ function tokenRefusal(error: unknown): Error {
       );
     }
     case 'ERR_JWKS_TIMEOUT':
-    case 'ERR_JOSE_GENERIC':
-      return new DependencyUnavailableError(
-        'redis',
-        'the user token keys (USER_JWT_JWKS_URL) could not be fetched; retry shortly',
-        {
-          cause: error,
-        },
-      );
+      return keysUnavailable(error);
     default:
+      // jose names every fault of a token; anything else while keys are fetched (a refused
+      // connection, a bad answer) is the key server's, not the user's: no reason to log in again.
+      if (fetchesKeys && (code === undefined || code === 'ERR_JOSE_GENERIC')) return keysUnavailable(error);
       return new UnauthenticatedError('the user token is not valid (signature, algorithm or format)');
   }
+}
+
+function keysUnavailable(cause: unknown): DependencyUnavailableError {
+  return new DependencyUnavailableError(
+    'user-keys',
+    'the keys to verify user tokens (USER_JWT_JWKS_URL) could not be fetched; retry shortly',
+    { cause },
+  );
 }
 
 /** The user an earlier step (the early refusal) already verified for this call, if any. */

@@ -17,13 +17,14 @@ export class CampaignService {
   private readonly campaigns: CampaignRepository;
   private readonly gate: SlotGate;
   private readonly directory: CampaignDirectory;
-  private readonly maxConcurrentCodeReads: number;
-  private codeReadsInFlight = 0;
+  private readonly codeReads: { readonly max: number; inFlight: number };
+  private readonly plainReads: { readonly max: number; inFlight: number };
 
   /**
    * `maxConcurrentCodeReads` bounds the reads of a campaign with all its codes (megabytes for a
-   * big campaign) running at once: past it a read is refused at once, so a crowd of them can
-   * neither take every database connection nor time out into an open breaker.
+   * big campaign) running at once, and four times as many reads without codes: past it a read is
+   * refused at once, so a crowd of them (made-up names included) can neither take every database
+   * connection nor time out into an open breaker.
    */
   constructor(deps: {
     campaigns: CampaignRepository;
@@ -34,7 +35,11 @@ export class CampaignService {
     this.campaigns = deps.campaigns;
     this.gate = deps.gate;
     this.directory = deps.directory;
-    this.maxConcurrentCodeReads = deps.maxConcurrentCodeReads ?? Number.POSITIVE_INFINITY;
+    const codeReads = deps.maxConcurrentCodeReads ?? Number.POSITIVE_INFINITY;
+    this.codeReads = { max: codeReads, inFlight: 0 };
+    // A read without codes is one indexed row; a few times as many may run, but never so many
+    // that made-up names could take the issue path's connections.
+    this.plainReads = { max: 4 * codeReads, inFlight: 0 };
   }
 
   async createCampaign(input: NewCampaignInput): Promise<Campaign> {
@@ -63,22 +68,33 @@ export class CampaignService {
     // Whoever reads a campaign may issue from it next: a campaign this instance missed (created
     // by a write that timed out, say) becomes known here by its name.
     if (!options.withCodes) {
-      const campaign = await this.campaigns.findByName(name);
+      const campaign = await this.boundedRead(this.plainReads, 'GetCampaign reads', () =>
+        this.campaigns.findByName(name),
+      );
       if (!campaign) throw new CampaignNotFoundError('name', name);
       this.directory.add(campaign);
       return { campaign, couponCodes: [] };
     }
-    if (this.codeReadsInFlight >= this.maxConcurrentCodeReads) {
-      throw new TooManyReadsError('GetCampaign reads with codes', this.maxConcurrentCodeReads);
-    }
-    this.codeReadsInFlight++;
+    const found = await this.boundedRead(this.codeReads, 'GetCampaign reads with codes', () =>
+      this.campaigns.findByNameWithCodes(name),
+    );
+    if (!found) throw new CampaignNotFoundError('name', name);
+    this.directory.add(found.campaign);
+    return found;
+  }
+
+  /** Runs a read if fewer than its limit are in flight, else refuses it at once. */
+  private async boundedRead<T>(
+    limit: { max: number; inFlight: number },
+    what: string,
+    read: () => Promise<T>,
+  ) {
+    if (limit.inFlight >= limit.max) throw new TooManyReadsError(what, limit.max);
+    limit.inFlight++;
     try {
-      const found = await this.campaigns.findByNameWithCodes(name);
-      if (!found) throw new CampaignNotFoundError('name', name);
-      this.directory.add(found.campaign);
-      return found;
+      return await read();
     } finally {
-      this.codeReadsInFlight--;
+      limit.inFlight--;
     }
   }
 }

@@ -10,7 +10,7 @@ const ADMIN_TOKEN = 'test-admin-token-0123456789';
 let env: Awaited<ReturnType<typeof startApp>>;
 
 beforeAll(async () => {
-  env = await startApp(isolatedConfig({ ADMIN_TOKEN }));
+  env = await startApp(isolatedConfig({ ADMIN_TOKEN, CAMPAIGN_CODE_READS_MAX: '1' }));
 });
 afterAll(async () => {
   await env?.stop();
@@ -84,6 +84,31 @@ describe('coupon codes, bearer secrets', () => {
     expect((await client().getCampaign({ name: request.name }, admin)).couponCodes).toEqual([
       issued.coupon?.code,
     ]);
+  });
+});
+
+describe('GetCampaign by made-up names', () => {
+  // CAMPAIGN_CODE_READS_MAX=1 here: at most 4 reads without codes at once.
+  it('reads a bounded number at once, refusing the rest at once, never failing issuing', async () => {
+    const grpc = createClient(CouponService, createGrpcTransport({ baseUrl: env.baseUrl }));
+    const request = campaignRequest();
+    const { campaign } = await grpc.createCampaign(request, {
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    const outcomes = await Promise.all(
+      Array.from({ length: 100 }, (_, i) =>
+        codeOf(grpc.getCampaign({ name: `made-up-${i}-${Math.random()}` })),
+      ),
+    );
+    const counts: Record<string, number> = {};
+    for (const outcome of outcomes) counts[String(outcome)] = (counts[String(outcome)] ?? 0) + 1;
+    expect(Object.keys(counts).sort()).toEqual(
+      [String(Code.NotFound), String(Code.ResourceExhausted)].sort(),
+    );
+    expect(await codeOf(grpc.issueCoupon({ campaignId: campaign?.id ?? '', userId: 'after-names' }))).toBe(
+      'ok',
+    );
+    expect(env.app.services.breakers.database.state).toBe('closed');
   });
 });
 

@@ -1,3 +1,4 @@
+import http2 from 'node:http2';
 import { create } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { type Client, Code, ConnectError, createClient, type Transport } from '@connectrpc/connect';
@@ -144,5 +145,20 @@ describe('errors over plain HTTP', () => {
       code: 'not_found',
       message: expect.stringContaining('missing'),
     });
+  });
+});
+
+describe('HTTP/2 settings', () => {
+  it('allow at most 100 streams at once per connection, so one connection cannot hold unbounded memory', async () => {
+    const session = http2.connect(env.baseUrl);
+    try {
+      const settings = await new Promise<http2.Settings>((resolve, reject) => {
+        session.once('remoteSettings', resolve);
+        session.once('error', reject);
+      });
+      expect(settings.maxConcurrentStreams).toBe(100);
+    } finally {
+      session.close();
+    }
   });
 });

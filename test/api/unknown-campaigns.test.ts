@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectJsonRequest, Http1Connection, outcomeOf } from '../../loadtest/driver/http1-client.ts';
 import { type App, buildApp } from '../../src/app.ts';
+import { eventually } from '../support/invariants.ts';
 import { isolatedConfig, openWindow, silentLogger, startApp, uniqueName } from '../support/services.ts';
 
 // No background reads while a test counts queries: only what the calls themselves cost shows.
@@ -143,6 +144,17 @@ describe('two instances', () => {
       const campaignId = await createCampaignOver(portOf(a.baseUrl));
       expect(await issueAll(b.port, [() => ({ campaignId, userId: `first-${i}` })], 1)).toEqual({ ok: 1 });
     }
+  });
+
+  it('hears of a campaign created on the other through its announcement, with no read of its own', async () => {
+    // Periodic reads are an hour apart here; an issue would answer through the read a miss for a
+    // recent id waits for, so only the directory shows whether the announcement arrived.
+    const campaignId = await createCampaignOver(portOf(a.baseUrl));
+    const problems = await eventually(
+      async () => (b.app.services.directory.lookup(campaignId) === 'live' ? [] : ['not announced']),
+      5_000,
+    );
+    expect(problems).toEqual([]);
   });
 
   it('a campaign whose announcement was lost is issued too: a miss for a recent id waits for a read', async () => {

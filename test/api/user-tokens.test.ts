@@ -132,6 +132,32 @@ describe('the admin token and user tokens never mix', () => {
   });
 });
 
+describe('a key server that cannot be reached', () => {
+  it('is UNAVAILABLE (retry), not an invalid token (log in again)', async () => {
+    const app = await startApp(isolatedConfig({ USER_JWT_JWKS_URL: 'http://127.0.0.1:1/jwks.json' }));
+    try {
+      const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const signed = await new SignJWT({})
+        .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+        .setSubject('erin')
+        .setExpirationTime('5m')
+        .sign(privateKey);
+      for (const makeClient of Object.values(clients)) {
+        expect(
+          await outcome(
+            makeClient(app.baseUrl).issueCoupon(
+              { campaignId: '0193a3c0-5b2e-7c41-9d3e-2f1a4b6c8d90', userId: '' },
+              { headers: { authorization: `Bearer ${signed}` } },
+            ),
+          ),
+        ).toBe('Unavailable');
+      }
+    } finally {
+      await app.stop();
+    }
+  });
+});
+
 describe('public keys', () => {
   it.each([
     ['RS256', 'rsa', { modulusLength: 2048 }],

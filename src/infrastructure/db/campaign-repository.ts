@@ -75,7 +75,7 @@ export class MikroOrmCampaignRepository implements CampaignRepository {
   }
 
   async findByName(name: string): Promise<Campaign | undefined> {
-    return guarded(this.breaker, 'reading a campaign', async () => {
+    return guarded(this.readsBreaker, 'reading a campaign', async () => {
       const [row] = await this.db.em
         .fork()
         .execute<CampaignRow[]>(`${SELECT_CAMPAIGN} where name = ?`, [name]);
