@@ -241,6 +241,10 @@ export async function buildServices(
       coupons: couponRepository,
       directory,
       activity,
+      settling: {
+        writeMs: 2 * config.dependencyTimeoutMs,
+        settleAfterMs: config.reconcileAfterMs + config.reconcileIntervalMs,
+      },
     }),
     reconciler,
     directory,

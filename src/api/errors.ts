@@ -16,6 +16,8 @@ const CODE_OF: Record<DomainErrorKind, Code> = {
   'too-many-reads': Code.ResourceExhausted,
   unauthenticated: Code.Unauthenticated,
   'permission-denied': Code.PermissionDenied,
+  // Retry this very call later: the canonical code for "try again", carrying when in its message.
+  'claim-pending': Code.Unavailable,
 };
 
 /** A ConnectError for an expected refusal: without a stack trace, which no one reads and costs more than the answer. */

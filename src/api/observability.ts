@@ -13,9 +13,10 @@ const ISSUE_OUTCOME_OF: Record<DomainErrorKind, string> = {
   'campaign-not-open': 'not_open',
   'sold-out': 'sold_out',
   'rate-limited': 'rate_limited',
-  'too-many-reads': 'invalid',
+  'too-many-reads': 'busy',
   unauthenticated: 'unauthenticated',
   'permission-denied': 'permission_denied',
+  'claim-pending': 'pending',
 };
 
 /** Code names as Prometheus label values, computed once rather than per call. */

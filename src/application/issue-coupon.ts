@@ -4,6 +4,7 @@ import {
   AlreadyIssuedError,
   CampaignNotFoundError,
   CampaignNotOpenError,
+  ClaimPendingError,
   DomainError,
   InvalidArgumentError,
   RateLimitedError,
@@ -53,13 +54,22 @@ export class CouponIssuer {
   /** Ids the database said name no campaign, until when (local clock, ms). */
   private readonly unknownCampaigns = new Map<string, number>();
 
+  private readonly settling: { readonly writeMs: number; readonly settleAfterMs: number };
+
+  /**
+   * `settling`: how long a coupon write may take (the dependency timeout, twice: the claim and
+   * the write) and after how long the reconciler settles a claim left pending (its threshold
+   * plus one interval); only used to tell a retry when to come back.
+   */
   constructor(deps: {
     gate: SlotGate;
     campaigns: CampaignRepository;
     coupons: CouponRepository;
     directory: CampaignDirectory;
     activity: CampaignActivity;
+    settling?: { writeMs: number; settleAfterMs: number };
   }) {
+    this.settling = deps.settling ?? { writeMs: 6_000, settleAfterMs: 35_000 };
     this.gate = deps.gate;
     this.campaigns = deps.campaigns;
     this.coupons = deps.coupons;
@@ -133,12 +143,25 @@ export class CouponIssuer {
         throw new SoldOutError(campaignId);
       case 'rate-limited':
         throw new RateLimitedError('user', claim.limitPerSecond, claim.retryAfterMs);
+      case 'pending':
+        throw new ClaimPendingError(campaignId, userId, this.settlingIn(claim.claimedAt, claim.now));
       case 'not-loaded':
         throw new DependencyUnavailableError(
           'redis',
           `campaign ${campaignId} could not be loaded into the gate`,
         );
     }
+  }
+
+  /**
+   * When a retry of a pending claim can expect an answer. A young claim is a write in flight (a
+   * double click): a second will do. An older one lost its process; the reconciler settles it
+   * once it is `claimsSettleAfterMs` old (into this user's coupon, or back to the campaign).
+   */
+  private settlingIn(claimedAt: Date, now: Date): number {
+    const age = now.getTime() - claimedAt.getTime();
+    if (age < this.settling.writeMs) return 1_000;
+    return Math.max(1_000, this.settling.settleAfterMs - age);
   }
 
   private async persistCoupon(claim: Omit<CouponToPersist, 'code'>): Promise<IssuedCoupon> {

@@ -39,6 +39,11 @@ export type ClaimOutcome =
   | { readonly status: 'duplicate' }
   | { readonly status: 'sold-out' }
   | { readonly status: 'not-loaded' }
+  /**
+   * The user was served, but that claim is still pending: its coupon is being written, or its
+   * process died and the reconciler will settle it. `now` is the gate's clock at this answer.
+   */
+  | { readonly status: 'pending'; readonly claimedAt: Date; readonly now: Date }
   /** The user called more often than the gate's per-user limit allows in this second. */
   | { readonly status: 'rate-limited'; readonly limitPerSecond: number; readonly retryAfterMs: number };
 

@@ -41,7 +41,8 @@ export type DomainErrorKind =
   | 'rate-limited'
   | 'too-many-reads'
   | 'unauthenticated'
-  | 'permission-denied';
+  | 'permission-denied'
+  | 'claim-pending';
 
 export class InvalidArgumentError extends DomainError {
   readonly kind = 'invalid-argument';
@@ -128,4 +129,21 @@ export class UnauthenticatedError extends DomainError {
 /** The caller is known, and may not do this: e.g. claim a coupon for another user. */
 export class PermissionDeniedError extends DomainError {
   readonly kind = 'permission-denied';
+}
+
+/**
+ * The user's earlier claim on this campaign is not settled yet: its coupon is still being written,
+ * or its process died and the claim is settled later (into this user's coupon, or back to the
+ * campaign). Not "already issued": the user may hold nothing yet. Retry after `retryAfterMs`.
+ */
+export class ClaimPendingError extends DomainError {
+  readonly kind = 'claim-pending';
+  readonly retryAfterMs: number;
+  constructor(campaignId: string, userId: string, retryAfterMs: number) {
+    const retryMs = Math.max(1, Math.ceil(retryAfterMs));
+    super(
+      `user ${quoted(userId)}'s earlier request for campaign ${campaignId} is still being settled: it ends as this user's coupon or goes back to the campaign; retry in ${retryMs} ms`,
+    );
+    this.retryAfterMs = retryMs;
+  }
 }

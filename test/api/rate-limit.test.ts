@@ -66,7 +66,15 @@ describe('rate limits on IssueCoupon', () => {
       Array.from({ length: 6 }, () => eager.issueCoupon({ campaignId, userId: 'eager-user' })),
     );
     expect(rateLimited).toHaveLength(3);
-    expect(others.every((e) => e.code === Code.AlreadyExists)).toBe(true);
+    // The one call that got a slot is served; the others, judged while its coupon was being
+    // written, hear "already holds one" or "still being settled".
+    expect(
+      others.every(
+        (e) =>
+          e.code === Code.AlreadyExists ||
+          (e.code === Code.Unavailable && e.rawMessage.includes('still being settled')),
+      ),
+    ).toBe(true);
     const [detail] = rateLimited[0]?.findDetails(RateLimitedSchema) ?? [];
     expect(detail?.scope).toBe('user');
     expect(detail?.limitPerSecond).toBe(3n);

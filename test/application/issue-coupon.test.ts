@@ -9,6 +9,7 @@ import {
   CampaignNameTakenError,
   CampaignNotFoundError,
   CampaignNotOpenError,
+  ClaimPendingError,
   InvalidArgumentError,
   SoldOutError,
 } from '../../src/domain/errors.ts';
@@ -217,10 +218,36 @@ describe('issuing a coupon', () => {
       Array.from({ length: 50 }, () => services.issuer.issueCoupon(campaign.id, 'eager')),
     );
     expect(issued).toHaveLength(1);
-    expect(errors.every((e) => e instanceof AlreadyIssuedError)).toBe(true);
+    // Calls judged while the first claim was still being written hear "still being settled".
+    expect(errors.every((e) => e instanceof AlreadyIssuedError || e instanceof ClaimPendingError)).toBe(true);
     const state = await storedState(campaign.id);
     expect(state).toMatchObject({ issuedCount: 1, remaining: 9, users: ['eager'] });
     expect(state.rows).toHaveLength(1);
+  });
+});
+
+describe("a retry while the user's claim is still pending", () => {
+  it('is told the claim is still being settled and when to come back, not that a coupon is held', async () => {
+    const campaign = await createCampaign(10);
+    // A claim whose process died before its coupon was written: pending, no row.
+    await expect(services.gate.claimSlot(campaign.id, 'orphan')).resolves.toMatchObject({
+      status: 'claimed',
+    });
+    const young = await services.issuer.issueCoupon(campaign.id, 'orphan').catch((error: unknown) => error);
+    expect(young).toBeInstanceOf(ClaimPendingError);
+    expect((young as ClaimPendingError).retryAfterMs).toBe(1_000);
+    // The same claim, seen as ten seconds old: its write cannot still be running, so the retry
+    // waits for the reconciler (RECONCILE_AFTER_MS + RECONCILE_INTERVAL_MS of this file's config).
+    const keys = services.redisGate.keys(campaign.id);
+    const [seconds] = await services.redis.time();
+    await services.redis.zadd(keys.pending, Number(seconds) * 1000 - 10_000, 'orphan');
+    const old = (await services.issuer
+      .issueCoupon(campaign.id, 'orphan')
+      .catch((error: unknown) => error)) as ClaimPendingError;
+    expect(old).toBeInstanceOf(ClaimPendingError);
+    const settleAfterMs = env.config.reconcileAfterMs + env.config.reconcileIntervalMs;
+    expect(old.retryAfterMs).toBeGreaterThan(settleAfterMs - 12_000);
+    expect(old.retryAfterMs).toBeLessThanOrEqual(settleAfterMs - 9_000);
   });
 });
 

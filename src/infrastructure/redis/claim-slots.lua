@@ -6,7 +6,9 @@
 -- ARGV[1] calls allowed per user per second (0: no limit)   ARGV[1 + i] user i
 -- Returns three numbers per user, {status, value, remaining}; statuses: 0 claimed (value = claim
 -- ms), 1 not started (value = opens_at), 2 ended (value = closes_at), 3 duplicate, 4 sold out,
--- 5 not loaded, 6 rate limited (value = ms until the user's count resets).
+-- 5 not loaded, 6 rate limited (value = ms until the user's count resets), 7 the user's earlier
+-- claim is still pending (value = its claim ms; every status but 0 carries Redis' now as well in
+-- the third number only for status 7: the gate's clock, to tell how old that claim is).
 -- Every check runs before any write but the call count, so a refused claim changes nothing else.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -62,6 +64,11 @@ local function judge(user, calls_key)
     return 2, closes_at, -1
   end
   if redis.call('SISMEMBER', KEYS[3], user) == 1 then
+    -- Served, but is it a coupon or a claim still being written (or whose process died)?
+    local pending_since = redis.call('ZSCORE', KEYS[4], user)
+    if pending_since then
+      return 7, tonumber(pending_since), now
+    end
     return 3, now, -1
   end
   if left <= 0 then

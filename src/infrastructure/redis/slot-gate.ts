@@ -73,6 +73,7 @@ const CLAIM_STATUS = {
   soldOut: 4,
   notLoaded: 5,
   rateLimited: 6,
+  pending: 7,
 } as const;
 
 /** Claims (and confirms) of one campaign per Redis call at most; bounds how long one script runs. */
@@ -198,8 +199,16 @@ export class RedisSlotGate implements SlotGate {
           limitPerSecond: this.claimsPerUserPerSecond,
           retryAfterMs: Number(value),
         };
-      default:
+      case CLAIM_STATUS.pending:
+        return { status: 'pending', claimedAt: new Date(Number(value)), now: new Date(Number(remaining)) };
+      case CLAIM_STATUS.notLoaded:
         return { status: 'not-loaded' };
+      default:
+        // A script and its caller out of step (a deploy mid-way?): never guess an answer.
+        throw new DependencyUnavailableError(
+          'redis',
+          `the claim script answered an unknown status ${String(status)}`,
+        );
     }
   }
 
@@ -281,12 +290,23 @@ export class RedisSlotGate implements SlotGate {
     return Math.max(0, returned);
   }
 
-  /** Users marked served (holders and pending claimers), or undefined when there are more than `limit`. */
-  async servedUsers(campaignId: string, limit: number): Promise<string[] | undefined> {
-    const users = this.keys(campaignId).users;
-    const count = await this.call('counting served users', () => this.redis.scard(users));
+  /**
+   * Users marked served, split into holders and those whose claim is still pending, or undefined
+   * when there are more than `limit`. One MULTI, so both describe the same instant.
+   */
+  async servedUsers(
+    campaignId: string,
+    limit: number,
+  ): Promise<{ holders: string[]; pending: string[] } | undefined> {
+    const k = this.keys(campaignId);
+    const count = await this.call('counting served users', () => this.redis.scard(k.users));
     if (count > limit) return undefined;
-    return this.call('reading served users', () => this.redis.smembers(users));
+    const replies = await this.call('reading served users', async () =>
+      this.redis.multi().smembers(k.users).zrange(k.pending, '0', '-1').exec(),
+    );
+    const [served, pending] = (replies ?? []).map(([, value]) => (value ?? []) as string[]);
+    const waiting = new Set(pending);
+    return { holders: (served ?? []).filter((user) => !waiting.has(user)), pending: [...waiting] };
   }
 
   async adoptHolders(campaignId: string, userIds: readonly string[]): Promise<number> {

@@ -25,8 +25,14 @@ const SOLD_OUT: ClaimOutcome = { status: 'sold-out' };
 interface SoldOutMark {
   /** Until when the mark is trusted (local clock, ms). */
   readonly until: number;
-  /** Everyone served when the campaign sold out: they hear "already issued", everyone else "sold out". */
+  /**
+   * Everyone holding a coupon when the campaign sold out: they hear "already issued". A user whose
+   * claim was still pending is left to Redis (it can tell "still being settled"); everyone else
+   * hears "sold out".
+   */
   readonly users: ReadonlySet<string>;
+  /** Users served but not holders then: only Redis can answer them. */
+  readonly pending: ReadonlySet<string>;
 }
 
 /**
@@ -79,6 +85,7 @@ export class SoldOutCachingGate implements SlotGate {
   knownOutcome(campaignId: string, userId: string): ClaimOutcome | undefined {
     const mark = this.trustedMark(campaignId);
     if (!mark) return undefined;
+    if (mark.pending.has(userId)) return undefined;
     return mark.users.has(userId) ? DUPLICATE : SOLD_OUT;
   }
 
@@ -108,9 +115,13 @@ export class SoldOutCachingGate implements SlotGate {
     const markedAt = Date.now();
     this.gate
       .servedUsers(campaignId, this.options.maxUsers)
-      .then((users) => {
-        if (users)
-          this.soldOut.set(campaignId, { until: markedAt + this.options.trustMs, users: new Set(users) });
+      .then((served) => {
+        if (served)
+          this.soldOut.set(campaignId, {
+            until: markedAt + this.options.trustMs,
+            users: new Set(served.holders),
+            pending: new Set(served.pending),
+          });
       })
       .catch(() => undefined)
       .finally(() => this.marking.delete(campaignId));
