@@ -63,9 +63,13 @@ export class MikroOrmCouponRepository implements CouponRepository {
   }
 
   private async persistAllOrNothing(coupons: readonly CouponToPersist[]): Promise<void> {
-    const perCampaign = new Map<string, number>();
-    for (const coupon of coupons)
-      perCampaign.set(coupon.campaignId, (perCampaign.get(coupon.campaignId) ?? 0) + 1);
+    const counts = new Map<string, number>();
+    for (const coupon of coupons) counts.set(coupon.campaignId, (counts.get(coupon.campaignId) ?? 0) + 1);
+    // Every transaction of every instance locks its campaign rows in one order, by id (any fixed
+    // order would do). In arrival order, a batch that raised A and then asked for B deadlocked
+    // with one that raised B and then asked for A, and InnoDB failed one of them; in one order
+    // the second batch waits for the first row they share, holding nothing the first one needs.
+    const perCampaign = [...counts].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     await this.db.em.fork().transactional(async (em) => {
       for (const [campaignId, count] of perCampaign) {
         const raised = await em.execute<QueryResult>(
@@ -75,6 +79,13 @@ export class MikroOrmCouponRepository implements CouponRepository {
         );
         if (raised.affectedRows === 0) throw new Refused('campaign-full');
       }
+      // The rows go in in arrival order (their ids follow first come, first served); sorting them
+      // by (campaign_id, user_id) would buy nothing. Every transaction that inserts coupons holds
+      // the rows of all its campaigns first, so two INSERTs running at once never share a
+      // campaign: their keys in coupon_campaign_user_unique never meet, and a duplicate there is a
+      // committed coupon, which fails this batch without waiting for anyone. Only the global
+      // coupon_code_unique can be shared, on a code collision (~2^-127 a pair), where the insert
+      // that collides waits for the other transaction.
       await em.execute(
         `insert into coupon (campaign_id, user_id, code, issued_at) values ${coupons.map(() => '(?, ?, ?, ?)').join(', ')}`,
         coupons.flatMap((c) => [c.campaignId, c.userId, c.code, c.issuedAt]),
