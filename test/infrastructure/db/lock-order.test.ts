@@ -4,6 +4,7 @@ import type { Services } from '../../../src/app.ts';
 import type { CouponToPersist, PersistOutcome } from '../../../src/application/ports.ts';
 import { generateCouponCode } from '../../../src/domain/coupon-code.ts';
 import { MikroOrmCouponRepository } from '../../../src/infrastructure/db/coupon-repository.ts';
+import type { LockConflict } from '../../../src/infrastructure/db/errors.ts';
 import { type Database, openDatabase } from '../../../src/infrastructure/db/orm.ts';
 import { openWindow, startServices, uniqueName } from '../../support/services.ts';
 
@@ -14,6 +15,7 @@ let services: Services;
 let otherDb: Database;
 let one: MikroOrmCouponRepository;
 let two: MikroOrmCouponRepository;
+const retried: LockConflict[] = [];
 
 beforeAll(async () => {
   env = await startServices();
@@ -23,8 +25,9 @@ beforeAll(async () => {
     poolSize: 5,
     timeoutMs: env.config.dependencyTimeoutMs,
   });
-  one = new MikroOrmCouponRepository(services.db);
-  two = new MikroOrmCouponRepository(otherDb);
+  const onRetry = (conflict: LockConflict) => retried.push(conflict);
+  one = new MikroOrmCouponRepository(services.db, undefined, { onRetry });
+  two = new MikroOrmCouponRepository(otherDb, undefined, { onRetry });
 });
 afterAll(async () => {
   await otherDb?.close();
@@ -116,6 +119,7 @@ describe('batches of several campaigns from two instances', () => {
     // for the first row it asks for. When it lets go, each gets that row at the same moment; two
     // batches that locked in arrival order would now hold A and B and each ask for the other's.
     const [a, b] = await twoCampaigns(1_000);
+    retried.length = 0;
     const rounds = 10;
     for (let round = 0; round < rounds; round++) {
       const holder = await holdCampaignRows([a, b]);
@@ -135,6 +139,8 @@ describe('batches of several campaigns from two instances', () => {
       const persisted = { status: 'fulfilled', value: ['persisted', 'persisted', 'persisted'] };
       expect(await batches).toEqual([persisted, persisted]);
     }
+    // No batch even needed a retry: the lock order alone keeps them apart.
+    expect(retried).toEqual([]);
     expect(await stored(a)).toEqual({ rows: 3 * rounds, issuedCount: 3 * rounds, amount: 1_000 });
     expect(await stored(b)).toEqual({ rows: 3 * rounds, issuedCount: 3 * rounds, amount: 1_000 });
   });
@@ -151,6 +157,7 @@ describe('batches of several campaigns from two instances', () => {
     ];
     const amount = writers.length * rounds * perCampaign;
     const [a, b] = await twoCampaigns(amount);
+    retried.length = 0;
     const users = (label: string) => Array.from({ length: perCampaign }, (_, i) => `${label}-${i}`);
     const outcomes: PersistOutcome[] = [];
     const failures: unknown[] = [];
@@ -167,9 +174,52 @@ describe('batches of several campaigns from two instances', () => {
     await Promise.all(writers.map(rush));
     expect(failures).toEqual([]);
     expect(outcomes.filter((o) => o !== 'persisted')).toEqual([]);
+    expect(retried).toEqual([]);
     // Full now: a further batch is refused, and MySQL stays at the amount.
     const late = await one.persistMany([...coupons(b, ['late-1']), ...coupons(a, ['late-1'])]);
     expect(late).toEqual<PersistOutcome[]>(['campaign-full', 'campaign-full']);
     for (const id of [a, b]) expect(await stored(id)).toEqual({ rows: amount, issuedCount: amount, amount });
+  });
+});
+
+class RolledBack extends Error {}
+
+describe('a batch MySQL chose as a deadlock victim', () => {
+  it('is written again, once, and counted', async () => {
+    const [first, second] = await twoCampaigns(100);
+    const heavy = await campaignOf(1_000);
+    retried.length = 0;
+    let signalLocked = () => {};
+    const locked = new Promise<void>((resolve) => {
+      signalLocked = resolve;
+    });
+    // Another transaction that has written many rows (so InnoDB, which rolls back the lighter
+    // side of a deadlock, picks the batch) holds `second`, waits until the batch asks for it
+    // (which the batch does only once it holds `first`), then asks for `first` itself.
+    const other = otherDb.em.fork().transactional(async (em) => {
+      const rows = coupons(
+        heavy.id,
+        Array.from({ length: 200 }, (_, i) => `heavy-${i}`),
+      );
+      await em.execute(
+        `insert into coupon (campaign_id, user_id, code, issued_at) values ${rows.map(() => '(?, ?, ?, ?)').join(', ')}`,
+        rows.flatMap((c) => [c.campaignId, c.userId, c.code, c.issuedAt]),
+        'run',
+      );
+      await em.execute('select id from campaign where id = ? for update', [second]);
+      signalLocked();
+      await untilRaisesWaiting(1, second);
+      await em.execute('select id from campaign where id = ? for update', [first]);
+      throw new RolledBack('the other transaction writes nothing in the end');
+    });
+    await Promise.race([locked, other]);
+    const batch = one.persistMany([...coupons(first, ['victim']), ...coupons(second, ['victim'])]);
+    const [otherEnd, batchEnd] = await Promise.allSettled([other, batch]);
+    expect(otherEnd).toMatchObject({ status: 'rejected', reason: expect.any(RolledBack) });
+    expect(batchEnd).toEqual({ status: 'fulfilled', value: ['persisted', 'persisted'] });
+    expect(retried).toEqual(['deadlock']);
+    expect(await stored(first)).toEqual({ rows: 1, issuedCount: 1, amount: 100 });
+    expect(await stored(second)).toEqual({ rows: 1, issuedCount: 1, amount: 100 });
+    expect(await stored(heavy.id)).toEqual({ rows: 0, issuedCount: 0, amount: 1_000 });
   });
 });
