@@ -162,7 +162,11 @@ export async function buildServices(
   });
   const campaignRepository = new MikroOrmCampaignRepository(db, breakers.database, breakers.databaseReads);
   const couponRepository = new GroupCommitCouponRepository(
-    new MikroOrmCouponRepository(db, breakers.database),
+    new MikroOrmCouponRepository(db, breakers.database, {
+      onRetry: (conflict) => metrics.dbLockRetries.inc({ conflict }),
+      // A retry must start while the caller still waits for the answer.
+      retryWithinMs: (2 * config.dependencyTimeoutMs) / 3,
+    }),
     {
       maxBatch: 500,
       maxInFlight: 2,

@@ -47,6 +47,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly dbLockRetries = new Counter({
+    name: 'coupon_db_lock_retries_total',
+    help: 'Coupon transactions InnoDB rolled back over a lock conflict and that were run again, by conflict (deadlock, lock-wait-timeout)',
+    labelNames: ['conflict'] as const,
+    registers: [this.registry],
+  });
+
   readonly dbBatchDuration = new Histogram({
     name: 'coupon_db_batch_duration_seconds',
     help: 'Time to write one batch of coupons',

@@ -14,7 +14,7 @@ class Refused extends Error {
 }
 
 export interface CouponRepositoryOptions {
-  /** Told each time a transaction InnoDB gave up over a lock conflict is run again (a metric, later). */
+  /** Told each time a transaction InnoDB gave up over a lock conflict is run again. */
   readonly onRetry?: (conflict: LockConflict) => void;
   /** No retry starts once a write has lasted this long (default 2 s; see `LockConflictRetries`). */
   readonly retryWithinMs?: number;
