@@ -19,8 +19,17 @@ const schema = z.object({
   REDIS_URL: z
     .url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' })
     .default('redis://127.0.0.1:6379/0'),
-  /** REDIS_KEY_PREFIX: prepended to every Redis key, so deployments can share one Redis. */
-  REDIS_KEY_PREFIX: z.string().default('coupon:'),
+  /**
+   * REDIS_KEY_PREFIX: prepended to every Redis key, so deployments can share one Redis. No `{` or
+   * `}`: a campaign's keys share the hash tag `{campaignId}`, which braces in the prefix would replace.
+   */
+  REDIS_KEY_PREFIX: z
+    .string()
+    .regex(
+      /^[^{}]*$/,
+      "must not contain { or }: a campaign's keys are kept in one Redis Cluster slot by the hash tag {campaignId}, and braces in the prefix would become the tag instead (every campaign on one slot, or keys of one campaign on several)",
+    )
+    .default('coupon:'),
   /** CORS_ORIGINS: comma-separated origins allowed to call from a browser; `*` allows any. */
   CORS_ORIGINS: z
     .string()

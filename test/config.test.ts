@@ -83,6 +83,15 @@ describe('configuration', () => {
     }
   });
 
+  it.each(['coupon:{eu}:', '{coupon}', 'coupon}:'])(
+    'refuses a REDIS_KEY_PREFIX %j with a brace',
+    (prefix) => {
+      expect(() => loadConfig({ REDIS_KEY_PREFIX: prefix })).toThrow(
+        /^invalid configuration: REDIS_KEY_PREFIX: must not contain \{ or \}[^\n]+$/,
+      );
+    },
+  );
+
   it('refuses a reconcile threshold that could judge a write still in flight', () => {
     expect(() => loadConfig({ DEPENDENCY_TIMEOUT_MS: '3000', RECONCILE_AFTER_MS: '5000' })).toThrow(
       /^invalid configuration: RECONCILE_AFTER_MS: /,
