@@ -133,9 +133,12 @@ beforeAll(async () => {
   clients = { a: clientsOf(a.baseUrl), b: clientsOf(b.baseUrl) };
 });
 afterAll(async () => {
-  await b?.app.close();
-  await a?.stop();
-  await cluster?.stop();
+  try {
+    await b?.app.close();
+    await a?.stop();
+  } finally {
+    await cluster?.stop();
+  }
 });
 
 describe.skipIf(!available)('two instances on a Redis Cluster of 3 masters and 3 replicas', () => {

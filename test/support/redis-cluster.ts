@@ -1,4 +1,5 @@
 import { execFile, spawnSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -62,19 +63,45 @@ export async function startRedisCluster(): Promise<RedisClusterHarness> {
   const ports = await freeClusterPorts(6);
   const cli = async (port: number, ...args: string[]) =>
     (await run('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { timeout: 10_000 })).stdout;
+  /** pid -> port of each node started. */
+  const pids = new Map<number, number>();
+  const readPids = async () => {
+    for (const port of ports) {
+      const pid = Number(await readFile(join(dir, `redis-${port}.pid`), 'utf8').catch(() => ''));
+      if (pid > 0) pids.set(pid, port);
+    }
+  };
+  const killAll = () => {
+    for (const [pid, port] of pids) {
+      // Only our node: a pid freed by a node that shut down may already name another process.
+      const command = (() => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+        } catch {
+          return '';
+        }
+      })();
+      if (!command.startsWith('redis-server') || !command.includes(`:${port}`)) continue;
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  };
+  // Daemonized nodes outlive the test process: if it ends without stop() (a crash, a failed
+  // hook), they are killed on its way out.
+  const onExit = () => {
+    killAll();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', onExit);
   const stop = async () => {
     await Promise.allSettled(ports.map((port) => cli(port, 'shutdown', 'nosave')));
     // A node that did not answer SHUTDOWN (still starting, hung) is killed by its pid file.
-    for (const port of ports) {
-      const pid = Number(await readFile(join(dir, `redis-${port}.pid`), 'utf8').catch(() => ''));
-      if (pid > 0) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-    }
+    await readPids();
+    killAll();
+    process.off('exit', onExit);
     await rm(dir, { recursive: true, force: true });
   };
   try {
@@ -110,6 +137,7 @@ export async function startRedisCluster(): Promise<RedisClusterHarness> {
       const answers = await Promise.all(ports.map((port) => cli(port, 'ping').catch(() => '')));
       return answers.every((answer) => answer.includes('PONG'));
     }, 'every node answers PING');
+    await readPids();
     await run(
       'redis-cli',
       [
