@@ -1,7 +1,6 @@
 import type http from 'node:http';
 import type net from 'node:net';
 import { createContextValues } from '@connectrpc/connect';
-import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { adminAuthInterceptor } from './api/admin-auth.ts';
 import { clientAddress, clientAddressKey, compileTrustedProxies } from './api/client-address.ts';
@@ -37,6 +36,12 @@ import {
   listenForNewCampaigns,
   RedisCampaignAnnouncer,
 } from './infrastructure/redis/campaign-announcements.ts';
+import {
+  connectRedis,
+  describeRedis,
+  type RedisClient,
+  subscriberFor,
+} from './infrastructure/redis/client.ts';
 import { RedisSlotGate } from './infrastructure/redis/slot-gate.ts';
 import { SoldOutCachingGate } from './infrastructure/redis/sold-out-cache.ts';
 
@@ -70,7 +75,7 @@ export interface Services {
   /** The gate without the process-local cache, for looking at its keys. */
   readonly redisGate: RedisSlotGate;
   readonly repositories: { readonly campaigns: CampaignRepository; readonly coupons: CouponRepository };
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly db: Database;
   readonly breakers: {
     readonly redis: DependencyBreaker;
@@ -95,17 +100,12 @@ export async function buildServices(
   metrics = new Metrics(),
   hooks: ProcessHooks = {},
 ): Promise<Services> {
-  const redis = new Redis(config.redisUrl, {
-    // Fail calls at once while Redis is away instead of queueing them: the client gets
-    // UNAVAILABLE within the timeout, never a hang, and ioredis keeps reconnecting behind it.
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    commandTimeout: config.dependencyTimeoutMs,
-    connectTimeout: config.dependencyTimeoutMs,
-    retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
-    enableAutoPipelining: true,
+  const redis = connectRedis({
+    url: config.redisUrl,
+    clusterNodes: config.redisClusterNodes,
+    timeoutMs: config.dependencyTimeoutMs,
+    logger,
   });
-  redis.on('error', (error) => logger.warn({ err: error }, 'redis connection error'));
   const redisReady = new Promise<void>((resolve) => {
     redis.once('ready', resolve);
     setTimeout(resolve, config.dependencyTimeoutMs).unref();
@@ -152,8 +152,7 @@ export async function buildServices(
     breaker: breakers.redis,
     claimsPerUserPerSecond: config.issueRateLimitPerUser,
   });
-  const subscriber = redis.duplicate({ enableOfflineQueue: true });
-  subscriber.on('error', () => undefined);
+  const subscriber = subscriberFor(redis);
   const gate = await SoldOutCachingGate.create(redisGate, redis, subscriber, {
     channel: `${config.redisKeyPrefix}slots-returned`,
     trustMs: 2_000,
@@ -277,7 +276,7 @@ export async function buildServices(
 async function claimKeyspaceForDeployment(
   config: Config,
   logger: Logger,
-  redis: Redis,
+  redis: RedisClient,
   db: Database,
   hooks: ProcessHooks,
 ) {
@@ -285,7 +284,7 @@ async function claimKeyspaceForDeployment(
     claimKeyspace({
       redis,
       keyPrefix: config.redisKeyPrefix,
-      redisUrl: config.redisUrl,
+      where: describeRedis({ url: config.redisUrl, clusterNodes: config.redisClusterNodes }),
       deploymentId: await deploymentId(db),
     });
   if (redis.status === 'ready') return claim();

@@ -2,6 +2,12 @@ import { z } from 'zod';
 import { compileTrustedProxies, type TrustedProxies } from './api/client-address.ts';
 import { algorithmOfPublicKey, type UserTokenOptions } from './api/user-tokens.ts';
 
+/** A Redis Cluster seed node. */
+export interface RedisNode {
+  readonly host: string;
+  readonly port: number;
+}
+
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
 
@@ -15,12 +21,52 @@ const schema = z.object({
   DATABASE_URL: z
     .url({ protocol: /^(mysql|mariadb)$/, error: 'must be a mysql:// or mariadb:// URL' })
     .default('mysql://root@127.0.0.1:3306/coupon'),
-  /** REDIS_URL: Redis 6.2+; the db index in the path is honoured. */
+  /**
+   * REDIS_URL: Redis 6.2+; the db index in the path is honoured. With REDIS_CLUSTER_NODES only its
+   * user, password and `rediss://` (TLS) are used, and its db index must be 0.
+   */
   REDIS_URL: z
     .url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' })
     .default('redis://127.0.0.1:6379/0'),
-  /** REDIS_KEY_PREFIX: prepended to every Redis key, so deployments can share one Redis. */
-  REDIS_KEY_PREFIX: z.string().default('coupon:'),
+  /**
+   * REDIS_CLUSTER_NODES: `host:port,host:port,...`, seed nodes of a Redis Cluster (any of them may
+   * be down at start; the rest of the cluster is discovered from the first that answers). Set, it
+   * replaces REDIS_URL's single server; empty (default): one server at REDIS_URL.
+   */
+  REDIS_CLUSTER_NODES: z
+    .string()
+    .default('')
+    .transform((value, context): RedisNode[] => {
+      const nodes: RedisNode[] = [];
+      for (const entry of value
+        .split(',')
+        .map((node) => node.trim())
+        .filter((node) => node.length > 0)) {
+        // host:port, or [IPv6]:port
+        const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(entry);
+        const port = Number(match?.[3]);
+        if (!match || port < 1 || port > 65_535) {
+          context.addIssue({
+            code: 'custom',
+            message: `${JSON.stringify(entry)} is not host:port; expected host:port,host:port,... (IPv6 as [address]:port)`,
+          });
+          return z.NEVER;
+        }
+        nodes.push({ host: match[1] ?? match[2] ?? '', port });
+      }
+      return nodes;
+    }),
+  /**
+   * REDIS_KEY_PREFIX: prepended to every Redis key, so deployments can share one Redis. No `{` or
+   * `}`: a campaign's keys share the hash tag `{campaignId}`, which braces in the prefix would replace.
+   */
+  REDIS_KEY_PREFIX: z
+    .string()
+    .regex(
+      /^[^{}]*$/,
+      "must not contain { or }: a campaign's keys are kept in one Redis Cluster slot by the hash tag {campaignId}, and braces in the prefix would become the tag instead (every campaign on one slot, or keys of one campaign on several)",
+    )
+    .default('coupon:'),
   /** CORS_ORIGINS: comma-separated origins allowed to call from a browser; `*` allows any. */
   CORS_ORIGINS: z
     .string()
@@ -132,6 +178,8 @@ export interface Config {
   readonly host: string;
   readonly databaseUrl: string;
   readonly redisUrl: string;
+  /** Seeds of a Redis Cluster; empty: the single server at `redisUrl`. */
+  readonly redisClusterNodes: readonly RedisNode[];
   readonly redisKeyPrefix: string;
   readonly corsOrigins: readonly string[];
   readonly workers: number;
@@ -199,6 +247,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError('invalid configuration: USER_JWT_SECRET: must differ from ADMIN_TOKEN');
   }
   const key = keys[0];
+  const redisDb = redisDbIndex(c.REDIS_URL);
+  if (c.REDIS_CLUSTER_NODES.length > 0 && Number(redisDb) !== 0) {
+    // A cluster has db 0 only and ioredis goes on in it after "SELECT is not allowed": two
+    // deployments told apart by their db would share one keyspace.
+    throw new ConfigError(
+      `invalid configuration: REDIS_URL: a Redis Cluster has only db 0, got db ${redisDb} with REDIS_CLUSTER_NODES set; drop the db index and give each deployment its own REDIS_KEY_PREFIX`,
+    );
+  }
   if (c.HTTP_HEADERS_TIMEOUT_MS > c.HTTP_REQUEST_TIMEOUT_MS) {
     // The headers are part of the request; Node refuses such a server too.
     throw new ConfigError(
@@ -210,6 +266,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     host: c.HOST,
     databaseUrl: c.DATABASE_URL,
     redisUrl: c.REDIS_URL,
+    redisClusterNodes: c.REDIS_CLUSTER_NODES,
     redisKeyPrefix: c.REDIS_KEY_PREFIX,
     corsOrigins: c.CORS_ORIGINS,
     workers: c.WORKERS,
@@ -239,4 +296,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         }
       : undefined,
   };
+}
+
+/** The db index a Redis URL selects (its path, else a `db` query parameter, as ioredis reads it). */
+function redisDbIndex(url: string): string {
+  const parsed = new URL(url);
+  return parsed.pathname.slice(1) || parsed.searchParams.get('db') || '0';
 }

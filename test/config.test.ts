@@ -83,6 +83,57 @@ describe('configuration', () => {
     }
   });
 
+  it('takes the seed nodes of a Redis Cluster, IPv6 in brackets; none means one server at REDIS_URL', () => {
+    expect(loadConfig({}).redisClusterNodes).toEqual([]);
+    expect(
+      loadConfig({ REDIS_CLUSTER_NODES: 'redis-a:7000, 10.0.0.2:7001,[::1]:7002,' }).redisClusterNodes,
+    ).toEqual([
+      { host: 'redis-a', port: 7000 },
+      { host: '10.0.0.2', port: 7001 },
+      { host: '::1', port: 7002 },
+    ]);
+    // db 0 spelled out, with credentials, is fine on a cluster; another db is fine on one server.
+    expect(
+      loadConfig({ REDIS_URL: 'redis://:secret@127.0.0.1:6379/0', REDIS_CLUSTER_NODES: 'a:7000' }).redisUrl,
+    ).toBe('redis://:secret@127.0.0.1:6379/0');
+    expect(loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379/3' }).redisUrl).toBe('redis://127.0.0.1:6379/3');
+  });
+
+  it.each([
+    'redis-a',
+    'redis-a:',
+    ':7000',
+    'redis-a:seventy',
+    'redis-a:70000',
+    'redis-a:0',
+    '::1:7000',
+    'a b:7000',
+  ])('refuses REDIS_CLUSTER_NODES %j with one line naming it', (nodes) => {
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: `127.0.0.1:7000,${nodes}` })).toThrow(
+      /^invalid configuration: REDIS_CLUSTER_NODES: [^\n]+$/,
+    );
+  });
+
+  it.each(['redis://127.0.0.1:6379/3', 'redis://127.0.0.1:6379?db=2', 'rediss://u:p@cache.example/1'])(
+    'refuses the db index of %s on a cluster, which has db 0 only',
+    (url) => {
+      expect(() => loadConfig({ REDIS_URL: url, REDIS_CLUSTER_NODES: '127.0.0.1:7000' })).toThrow(
+        /^invalid configuration: REDIS_URL: a Redis Cluster has only db 0[^\n]+$/,
+      );
+    },
+  );
+
+  it.each(['coupon:{eu}:', '{coupon}', 'coupon}:'])(
+    'refuses a REDIS_KEY_PREFIX %j with a brace, on one server and on a cluster',
+    (prefix) => {
+      for (const env of [{}, { REDIS_CLUSTER_NODES: '127.0.0.1:7000' }]) {
+        expect(() => loadConfig({ ...env, REDIS_KEY_PREFIX: prefix })).toThrow(
+          /^invalid configuration: REDIS_KEY_PREFIX: must not contain \{ or \}[^\n]+$/,
+        );
+      }
+    },
+  );
+
   it('refuses a reconcile threshold that could judge a write still in flight', () => {
     expect(() => loadConfig({ DEPENDENCY_TIMEOUT_MS: '3000', RECONCILE_AFTER_MS: '5000' })).toThrow(
       /^invalid configuration: RECONCILE_AFTER_MS: /,

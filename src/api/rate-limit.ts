@@ -1,11 +1,11 @@
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
-import type { Redis } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { RateLimitedError } from '../domain/errors.ts';
+import type { RedisClient } from '../infrastructure/redis/client.ts';
 import { clientAddressKey } from './client-address.ts';
 
 export interface IpRateLimitOptions {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly keyPrefix: string;
   /** IssueCoupon requests per second per client address; 0 turns the limit off. */
   readonly perIp: number;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { ConfigError } from '../config.ts';
 import type { Database } from './db/orm.ts';
+import type { RedisClient } from './redis/client.ts';
 
 /** The Redis keyspace (db and key prefix) holds another deployment's campaigns. */
 export class KeyspaceTakenError extends ConfigError {}
@@ -25,20 +25,18 @@ export async function deploymentId(db: Database): Promise<string> {
  * rate-limit keys and everything under the prefix are shared); the second one to start stops.
  */
 export async function claimKeyspace(options: {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly keyPrefix: string;
   readonly deploymentId: string;
-  readonly redisUrl: string;
+  /** Where the keyspace is, for the message (no credentials). */
+  readonly where: string;
 }): Promise<void> {
   const key = `${options.keyPrefix}deployment`;
   await options.redis.set(key, options.deploymentId, 'NX');
   const owner = await options.redis.get(key);
   if (owner !== null && owner !== options.deploymentId) {
-    const where = new URL(options.redisUrl);
-    where.password = '';
-    where.username = '';
     throw new KeyspaceTakenError(
-      `invalid configuration: REDIS_KEY_PREFIX: "${options.keyPrefix}" on ${where} belongs to another deployment (database ${owner}, this one is ${options.deploymentId}); give each deployment its own REDIS_KEY_PREFIX or Redis database`,
+      `invalid configuration: REDIS_KEY_PREFIX: "${options.keyPrefix}" on ${options.where} belongs to another deployment (database ${owner}, this one is ${options.deploymentId}); give each deployment its own REDIS_KEY_PREFIX or Redis database`,
     );
   }
 }

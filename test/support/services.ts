@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Cluster } from 'ioredis';
 import { pino } from 'pino';
 import { inject } from 'vitest';
 import { type App, buildApp, buildServices, type Services } from '../../src/app.ts';
@@ -29,18 +30,17 @@ export const silentLogger = pino({ level: 'silent' });
 export async function dropIsolatedStores(services: Services, config: Config): Promise<void> {
   const database = new URL(config.databaseUrl).pathname.slice(1);
   await services.db.em.fork().execute(`drop database if exists \`${database}\``);
-  let cursor = '0';
-  do {
-    const [next, keys] = await services.redis.scan(
-      cursor,
-      'MATCH',
-      `${config.redisKeyPrefix}*`,
-      'COUNT',
-      1000,
-    );
-    if (keys.length > 0) await services.redis.del(...keys);
-    cursor = next;
-  } while (cursor !== '0');
+  // A cluster's keys are spread over its masters: scan each, and delete key by key (one DEL of
+  // keys in several slots is refused).
+  const nodes = services.redis instanceof Cluster ? services.redis.nodes('master') : [services.redis];
+  for (const node of nodes) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', `${config.redisKeyPrefix}*`, 'COUNT', 1000);
+      if (keys.length > 0) await node.pipeline(keys.map((key) => ['del', key])).exec();
+      cursor = next;
+    } while (cursor !== '0');
+  }
 }
 
 export async function startServices(config = isolatedConfig()) {

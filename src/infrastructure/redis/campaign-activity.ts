@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
-import type { Redis, Result } from 'ioredis';
+import type { Result } from 'ioredis';
 import {
   type ActiveCampaign,
   type CampaignActivity,
   DependencyUnavailableError,
 } from '../../application/ports.ts';
 import type { DependencyBreaker } from '../dependency-breaker.ts';
+import type { RedisClient } from './client.ts';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -33,14 +34,14 @@ export interface RedisCampaignActivityOptions {
  * key only, never a campaign's `{id}` keys: on Redis Cluster the set lives on one shard.
  */
 export class RedisCampaignActivity implements CampaignActivity {
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly key: string;
   private readonly breaker: DependencyBreaker | undefined;
   private readonly now: () => number;
   /** Per campaign: the latest mark this instance wrote (or is writing), and until when it stands in. */
   private readonly marks = new Map<string, { until: number; stored: Promise<void> }>();
 
-  constructor(redis: Redis, options: RedisCampaignActivityOptions) {
+  constructor(redis: RedisClient, options: RedisCampaignActivityOptions) {
     this.redis = redis;
     this.key = `${options.keyPrefix}active-campaigns`;
     this.breaker = options.breaker;

@@ -1,7 +1,7 @@
-import type { Redis } from 'ioredis';
 import type { CampaignDirectory } from '../../application/campaign-directory.ts';
 import type { CampaignAnnouncer, LiveCampaign } from '../../application/ports.ts';
 import { couldBeCampaignId } from '../../domain/campaign.ts';
+import type { RedisClient } from './client.ts';
 
 /**
  * Announces each campaign created on Redis pub/sub as "<id> <closes at ms>". PUBLISH hands the
@@ -10,10 +10,10 @@ import { couldBeCampaignId } from '../../domain/campaign.ts';
  * for it with its next periodic read.
  */
 export class RedisCampaignAnnouncer implements CampaignAnnouncer {
-  private readonly publisher: Redis;
+  private readonly publisher: RedisClient;
   private readonly channel: string;
 
-  constructor(publisher: Redis, channel: string) {
+  constructor(publisher: RedisClient, channel: string) {
     this.publisher = publisher;
     this.channel = channel;
   }
@@ -31,7 +31,7 @@ export class RedisCampaignAnnouncer implements CampaignAnnouncer {
  * reconnect, announcements may have been missed: the directory reads what was created meanwhile.
  */
 export async function listenForNewCampaigns(
-  subscriber: Redis,
+  subscriber: RedisClient,
   channel: string,
   directory: CampaignDirectory,
 ): Promise<void> {

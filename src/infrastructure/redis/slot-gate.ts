@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { Redis, Result } from 'ioredis';
+import type { Result } from 'ioredis';
 import {
   type CampaignGateState,
   type ClaimOutcome,
@@ -10,6 +10,7 @@ import {
   type SlotInspection,
 } from '../../application/ports.ts';
 import type { DependencyBreaker } from '../dependency-breaker.ts';
+import type { RedisClient } from './client.ts';
 import { TickBatcher } from './tick-batcher.ts';
 
 declare module 'ioredis' {
@@ -65,6 +66,11 @@ const SCRIPTS: Record<string, number | undefined> = {
   publishCampaign: 5,
 };
 
+/** Scripts called with their key count as the first argument (see `connectRedis` for why it matters). */
+export const SCRIPTS_WITH_KEY_COUNT: readonly string[] = Object.keys(SCRIPTS).filter(
+  (name) => SCRIPTS[name] === undefined,
+);
+
 const CLAIM_STATUS = {
   claimed: 0,
   notStarted: 1,
@@ -118,14 +124,14 @@ export interface RedisSlotGateOptions {
 
 /** The slot gate on Redis: one Lua script per decision, each atomic, loaded once and called by SHA. */
 export class RedisSlotGate implements SlotGate {
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly keyPrefix: string;
   private readonly breaker: DependencyBreaker | undefined;
   private readonly claimsPerUserPerSecond: number;
   private readonly claims: TickBatcher<string, ClaimOutcome>;
   private readonly confirms: TickBatcher<string, void>;
 
-  constructor(redis: Redis, options: RedisSlotGateOptions) {
+  constructor(redis: RedisClient, options: RedisSlotGateOptions) {
     this.redis = redis;
     this.keyPrefix = options.keyPrefix;
     this.breaker = options.breaker;

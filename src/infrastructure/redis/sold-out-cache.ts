@@ -1,4 +1,3 @@
-import type { Redis } from 'ioredis';
 import type {
   CampaignGateState,
   ClaimOutcome,
@@ -6,6 +5,7 @@ import type {
   SlotGate,
   SlotInspection,
 } from '../../application/ports.ts';
+import type { RedisClient } from './client.ts';
 import type { RedisSlotGate } from './slot-gate.ts';
 
 export interface SoldOutCacheOptions {
@@ -44,12 +44,12 @@ interface SoldOutMark {
  */
 export class SoldOutCachingGate implements SlotGate {
   private readonly gate: RedisSlotGate;
-  private readonly publisher: Redis;
+  private readonly publisher: RedisClient;
   private readonly options: SoldOutCacheOptions;
   private readonly soldOut = new Map<string, SoldOutMark>();
   private readonly marking = new Set<string>();
 
-  private constructor(gate: RedisSlotGate, publisher: Redis, options: SoldOutCacheOptions) {
+  private constructor(gate: RedisSlotGate, publisher: RedisClient, options: SoldOutCacheOptions) {
     this.gate = gate;
     this.publisher = publisher;
     this.options = options;
@@ -61,8 +61,8 @@ export class SoldOutCachingGate implements SlotGate {
    */
   static async create(
     gate: RedisSlotGate,
-    publisher: Redis,
-    subscriber: Redis,
+    publisher: RedisClient,
+    subscriber: RedisClient,
     options: SoldOutCacheOptions,
   ): Promise<SoldOutCachingGate> {
     const cache = new SoldOutCachingGate(gate, publisher, options);

@@ -1,5 +1,7 @@
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Services } from '../../../src/app.ts';
+import { subscriberFor } from '../../../src/infrastructure/redis/client.ts';
 import { TickBatcher } from '../../../src/infrastructure/redis/tick-batcher.ts';
 import { isolatedConfig, openWindow, startServices, uniqueName } from '../../support/services.ts';
 
@@ -28,7 +30,9 @@ async function loadedCampaign(amount: number) {
 
 /** Watches the real Redis (MONITOR) for script calls that name one of these campaigns' keys. */
 async function watchScriptCalls(campaignIds: string[]): Promise<{ calls(): Promise<number>; stop(): void }> {
-  const monitor = await services.redis.duplicate({ enableOfflineQueue: true }).monitor();
+  const connection = subscriberFor(services.redis);
+  if (!(connection instanceof Redis)) throw new Error('MONITOR needs a single Redis server, not a cluster');
+  const monitor = await connection.monitor();
   let calls = 0;
   const markers = new Map<string, () => void>();
   monitor.on('monitor', (_time: string, args: string[]) => {
@@ -48,7 +52,10 @@ async function watchScriptCalls(campaignIds: string[]): Promise<{ calls(): Promi
       await seen;
       return calls;
     },
-    stop: () => monitor.disconnect(),
+    stop: () => {
+      monitor.disconnect();
+      connection.disconnect();
+    },
   };
 }
 

@@ -7,6 +7,7 @@ import {
   InvalidArgumentError,
   SoldOutError,
 } from '../../../src/domain/errors.ts';
+import { subscriberFor } from '../../../src/infrastructure/redis/client.ts';
 import { SoldOutCachingGate } from '../../../src/infrastructure/redis/sold-out-cache.ts';
 import { eventually } from '../../support/invariants.ts';
 import { openWindow, startServices, uniqueName } from '../../support/services.ts';
@@ -104,8 +105,8 @@ describe('the sold-out cache', () => {
 
   it('forgets the mark in every instance when a slot comes back', async () => {
     const campaign = await soldOutCampaign(['k1', 'k2']);
-    const other = services.redis.duplicate();
-    const otherSubscriber = services.redis.duplicate({ enableOfflineQueue: true });
+    const other = subscriberFor(services.redis);
+    const otherSubscriber = subscriberFor(services.redis);
     const otherInstance = await SoldOutCachingGate.create(services.redisGate, other, otherSubscriber, {
       channel: `${env.config.redisKeyPrefix}slots-returned`,
       trustMs: 60_000,
