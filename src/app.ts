@@ -296,8 +296,9 @@ async function claimKeyspaceForDeployment(
         hooks.onFatal?.(error);
         return;
       }
-      // Redis went away again before the check: try at the next connect.
-      redis.once('ready', checkWhenReady);
+      // Redis went away again, or a store did not answer in time: try again soon (a 'ready'
+      // alone may never come again while the connection stays up).
+      setTimeout(checkWhenReady, 5_000).unref();
     });
   };
   redis.once('ready', checkWhenReady);

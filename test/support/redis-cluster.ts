@@ -1,6 +1,6 @@
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,8 +50,11 @@ export interface RedisClusterHarness {
   stop(): Promise<void>;
 }
 
-/** Node timeout: low, so a later failover test need not wait 15 s. */
-const NODE_TIMEOUT_MS = 2_000;
+/**
+ * Node timeout: below the default 15 s, so a failover test (next) need not wait long, but not so
+ * low that a stall of a loaded CI machine makes the cluster fail a master over by itself.
+ */
+const NODE_TIMEOUT_MS = 5_000;
 
 /**
  * Starts six `redis-server --cluster-enabled yes` processes on free loopback ports, joins them
@@ -65,9 +68,15 @@ export async function startRedisCluster(): Promise<RedisClusterHarness> {
     (await run('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { timeout: 10_000 })).stdout;
   /** pid -> port of each node started. */
   const pids = new Map<number, number>();
-  const readPids = async () => {
+  // Synchronous, so that it also works on the way out of a dying process.
+  const readPids = () => {
     for (const port of ports) {
-      const pid = Number(await readFile(join(dir, `redis-${port}.pid`), 'utf8').catch(() => ''));
+      let pid = 0;
+      try {
+        pid = Number(readFileSync(join(dir, `redis-${port}.pid`), 'utf8'));
+      } catch {
+        // not written (yet)
+      }
       if (pid > 0) pids.set(pid, port);
     }
   };
@@ -92,52 +101,74 @@ export async function startRedisCluster(): Promise<RedisClusterHarness> {
   // Daemonized nodes outlive the test process: if it ends without stop() (a crash, a failed
   // hook), they are killed on its way out.
   const onExit = () => {
+    readPids();
     killAll();
     rmSync(dir, { recursive: true, force: true });
   };
   process.once('exit', onExit);
+  // Killed by a signal, the process never reaches 'exit' by itself: clean up, then end as the
+  // signal would have (its default action is gone once a listener exists).
+  const onSignal = (signal: NodeJS.Signals) => {
+    onExit();
+    process.kill(process.pid, signal);
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
   const stop = async () => {
     await Promise.allSettled(ports.map((port) => cli(port, 'shutdown', 'nosave')));
     // A node that did not answer SHUTDOWN (still starting, hung) is killed by its pid file.
-    await readPids();
+    readPids();
     killAll();
+    for (const node of nodes) node.stdin?.end();
     process.off('exit', onExit);
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
     await rm(dir, { recursive: true, force: true });
   };
+  const nodeArgs = (port: number) => [
+    '--port',
+    String(port),
+    '--cluster-enabled',
+    'yes',
+    '--cluster-config-file',
+    join(dir, `nodes-${port}.conf`),
+    '--cluster-node-timeout',
+    String(NODE_TIMEOUT_MS),
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--pidfile',
+    join(dir, `redis-${port}.pid`),
+    '--logfile',
+    join(dir, `redis-${port}.log`),
+  ];
+  const nodes: ReturnType<typeof spawn>[] = [];
   try {
-    await Promise.all(
-      ports.map((port) =>
-        run('redis-server', [
-          '--port',
-          String(port),
-          '--cluster-enabled',
-          'yes',
-          '--cluster-config-file',
-          join(dir, `nodes-${port}.conf`),
-          '--cluster-node-timeout',
-          String(NODE_TIMEOUT_MS),
-          '--save',
-          '',
-          '--appendonly',
-          'no',
-          '--daemonize',
-          'yes',
-          '--bind',
-          '127.0.0.1',
-          '--dir',
-          dir,
-          '--pidfile',
-          join(dir, `redis-${port}.pid`),
-          '--logfile',
-          join(dir, `redis-${port}.log`),
-        ]),
-      ),
-    );
+    for (const port of ports) {
+      // Not daemonized: each node runs under a shell that holds a pipe from this process and
+      // kills the node when the pipe closes, which it does however this process ends (SIGKILL
+      // of a test worker included), so no node outlives its test file.
+      const node = spawn(
+        'sh',
+        ['-c', 'redis-server "$@" & node=$!; read -r _; kill -9 "$node"', 'redis-node', ...nodeArgs(port)],
+        { stdio: ['pipe', 'ignore', 'ignore'] },
+      );
+      node.on('error', () => undefined);
+      // Neither the shell nor its pipe keeps this process alive.
+      node.unref();
+      (node.stdin as unknown as net.Socket | null)?.unref();
+      nodes.push(node);
+    }
     await waitFor(async () => {
       const answers = await Promise.all(ports.map((port) => cli(port, 'ping').catch(() => '')));
       return answers.every((answer) => answer.includes('PONG'));
     }, 'every node answers PING');
-    await readPids();
+    readPids();
     await run(
       'redis-cli',
       [
@@ -213,13 +244,14 @@ async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 
 
 /**
  * Ports P that are free on loopback together with P + 10000, the cluster bus port Redis takes
- * for a node on P; picked at random below 30000 so the bus port stays in range and outside the
- * ephemeral ports the OS hands out.
+ * for a node on P; picked at random from 11000-21999, so that both stay below the ephemeral ports
+ * the OS hands out to outgoing connections (32768 and up here: /proc/sys/net/ipv4/ip_local_port_range),
+ * which could otherwise take a bus port between this check and the node's bind.
  */
 async function freeClusterPorts(count: number): Promise<number[]> {
   const ports: number[] = [];
   while (ports.length < count) {
-    const port = 20_000 + Math.floor(Math.random() * 10_000);
+    const port = 11_000 + Math.floor(Math.random() * 11_000);
     if (ports.includes(port)) continue;
     if ((await canListen(port)) && (await canListen(port + 10_000))) ports.push(port);
   }

@@ -25,7 +25,10 @@ const retryStrategy = (attempt: number) => Math.min(attempt * 100, 1_000);
 
 /**
  * The service's Redis connection. Either kind fails commands at once while disconnected instead
- * of queueing them (the caller gets UNAVAILABLE within the timeout, never a hang), bounds each
+ * of queueing them (the caller gets UNAVAILABLE within the timeout, never a hang), never sends a
+ * command again after a reconnect when its answer was lost (ioredis would by default; the claim
+ * script is not idempotent: run twice, it would find its own claim pending and refuse the user
+ * it had just served, so such a claim is left to the reconciler instead), bounds each
  * command and connection attempt, reconnects by itself, and batches the commands of one
  * event-loop turn into one write (auto-pipelining; on a cluster, one batch per shard).
  */
@@ -34,6 +37,7 @@ export function connectRedis(options: RedisConnectionOptions): RedisClient {
   if (options.clusterNodes.length === 0) {
     const redis = new Redis(options.url, {
       enableOfflineQueue: false,
+      autoResendUnfulfilledCommands: false,
       maxRetriesPerRequest: 1,
       commandTimeout: timeoutMs,
       connectTimeout: timeoutMs,
@@ -57,6 +61,7 @@ export function connectRedis(options: RedisConnectionOptions): RedisClient {
       // slot gate still makes one call per campaign per event-loop turn (TickBatcher).
       autoPipeliningIgnoredCommands: [...SCRIPTS_WITH_KEY_COUNT],
       redisOptions: {
+        autoResendUnfulfilledCommands: false,
         maxRetriesPerRequest: 1,
         commandTimeout: timeoutMs,
         connectTimeout: timeoutMs,
