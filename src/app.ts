@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import type net from 'node:net';
 import { createContextValues } from '@connectrpc/connect';
+import { Cluster } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { adminAuthInterceptor } from './api/admin-auth.ts';
 import { clientAddress, clientAddressKey, compileTrustedProxies } from './api/client-address.ts';
@@ -8,7 +9,13 @@ import { createConnectHandler, type NodeServerRequest } from './api/connect-hand
 import { corsMiddleware } from './api/cors.ts';
 import { couponServiceImpl } from './api/coupon-service.ts';
 import { earlyRefusalHandler } from './api/early-refusal.ts';
-import { checkDependencies, type HealthProbe, healthServiceImpl, httpHealthHandler } from './api/health.ts';
+import {
+  checkDependencies,
+  type DependencyReport,
+  type HealthProbe,
+  healthServiceImpl,
+  httpHealthHandler,
+} from './api/health.ts';
 import { CallObserver, observabilityInterceptor } from './api/observability.ts';
 import { ipRateLimitInterceptor } from './api/rate-limit.ts';
 import { registerReflection } from './api/reflection.ts';
@@ -42,6 +49,7 @@ import {
   type RedisClient,
   subscriberFor,
 } from './infrastructure/redis/client.ts';
+import { ShardBreakers } from './infrastructure/redis/shard-breakers.ts';
 import { RedisSlotGate } from './infrastructure/redis/slot-gate.ts';
 import { SoldOutCachingGate } from './infrastructure/redis/sold-out-cache.ts';
 
@@ -83,6 +91,8 @@ export interface Services {
     /** Large reads (GetCampaign with its codes): their failures never open the issue path's breaker. */
     readonly databaseReads: DependencyBreaker;
   };
+  /** On a cluster, the breaker of each master campaigns' calls went to (see ShardBreakers). */
+  readonly shardBreakers: ShardBreakers;
   readonly metrics: Metrics;
   close(): Promise<void>;
 }
@@ -132,7 +142,7 @@ export async function buildServices(
     database: new DependencyBreaker('database', breakerOptions),
     databaseReads: new DependencyBreaker('database', { ...breakerOptions, label: 'database_reads' }),
   };
-  for (const breaker of Object.values(breakers)) {
+  const observeBreaker = (breaker: DependencyBreaker) => {
     const dependency = breaker.label;
     metrics.breakerState.set({ dependency }, 0);
     breaker.on('open', () => {
@@ -145,11 +155,19 @@ export async function buildServices(
       logger.info({ dependency }, 'circuit closed: dependency back');
     });
     breaker.on('failure', () => metrics.dependencyErrors.inc({ dependency }));
-  }
+    return breaker;
+  };
+  for (const breaker of Object.values(breakers)) observeBreaker(breaker);
+  // On a cluster, a campaign's calls go through the breaker of the master owning its slot, so a
+  // failing shard opens only its own circuit; on one server they share `breakers.redis`.
+  const shardBreakers = new ShardBreakers(redis, breakers.redis, (label) =>
+    observeBreaker(new DependencyBreaker('redis', { ...breakerOptions, label })),
+  );
 
   const redisGate = new RedisSlotGate(redis, {
     keyPrefix: config.redisKeyPrefix,
     breaker: breakers.redis,
+    campaignBreaker: (key) => shardBreakers.forKey(key),
     claimsPerUserPerSecond: config.issueRateLimitPerUser,
   });
   const subscriber = subscriberFor(redis);
@@ -258,10 +276,12 @@ export async function buildServices(
     redis,
     db,
     breakers,
+    shardBreakers,
     metrics,
     async close() {
       await Promise.all([reconciling.stop(), refreshingDirectory.stop()]);
       for (const breaker of Object.values(breakers)) breaker.shutdown();
+      shardBreakers.shutdown();
       metrics.close();
       await Promise.allSettled([db.close(), redis.quit(), subscriber.quit()]);
     },
@@ -304,6 +324,31 @@ async function claimKeyspaceForDeployment(
   redis.once('ready', checkWhenReady);
 }
 
+/**
+ * Whether the stores answer. On one Redis server, it must answer. On a cluster each master is
+ * asked: the instance serves while at least one answers (campaigns on the others fail
+ * UNAVAILABLE by their own breakers), and the ones that do not are named as degraded.
+ */
+async function checkStores(services: Services, timeoutMs: number): Promise<DependencyReport> {
+  const { redis, db } = services;
+  const database = () => db.isConnected();
+  if (!(redis instanceof Cluster)) {
+    return {
+      ready: await checkDependencies({ redis: () => redis.ping(), database }, timeoutMs),
+      degraded: [],
+    };
+  }
+  const masters = Object.fromEntries(
+    redis
+      .nodes('master')
+      .map((node) => [`redis ${node.options.host}:${node.options.port}`, () => node.ping()]),
+  );
+  const answers = await checkDependencies({ ...masters, database }, timeoutMs);
+  const degraded = Object.keys(masters).filter((name) => !answers[name]);
+  const someMaster = Object.keys(masters).length > degraded.length;
+  return { ready: { redis: someMaster, database: answers.database === true }, degraded };
+}
+
 /** The composition root: the one place that knows every concrete class. */
 export async function buildApp(
   config: Config,
@@ -315,11 +360,7 @@ export async function buildApp(
   const probe: HealthProbe = {
     isDraining: () => draining,
     // Each check bounded below the handlers' 1 s limit, so /readyz names the one that hangs.
-    dependenciesReady: () =>
-      checkDependencies(
-        { redis: () => services.redis.ping(), database: () => services.db.isConnected() },
-        800,
-      ),
+    dependenciesReady: () => checkStores(services, 800),
   };
   const observer = new CallObserver(services.metrics, logger);
   const users = config.userTokens && {

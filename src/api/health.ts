@@ -19,7 +19,19 @@ import {
 export interface HealthProbe {
   /** True once shutdown has begun: the instance finishes what it has but should get no new work. */
   isDraining(): boolean;
-  dependenciesReady(): Promise<Readonly<Record<string, boolean>>>;
+  dependenciesReady(): Promise<Readonly<Record<string, boolean>> | DependencyReport>;
+}
+
+/**
+ * A dependency check that also names parts which do not answer while the instance still serves
+ * (a Redis Cluster master: only the campaigns on it fail). Taking every instance out of the load
+ * balancer for those would turn a partial outage into a total one, so they leave it ready.
+ */
+export interface DependencyReport {
+  /** Each dependency the instance cannot serve without, and whether it answers. */
+  readonly ready: Readonly<Record<string, boolean>>;
+  /** What does not answer but the instance serves without, e.g. `redis 127.0.0.1:7003`. */
+  readonly degraded: readonly string[];
 }
 
 export interface HealthOptions {
@@ -68,7 +80,11 @@ async function within<T, F>(promise: Promise<T>, ms: number, fallback: F): Promi
 }
 
 type Readiness =
-  | { readonly state: 'ready'; readonly dependencies: Readonly<Record<string, boolean>> }
+  | {
+      readonly state: 'ready';
+      readonly dependencies: Readonly<Record<string, boolean>>;
+      readonly degraded: readonly string[];
+    }
   | { readonly state: 'draining' }
   | {
       readonly state: 'not_ready';
@@ -86,19 +102,20 @@ function readinessChecker(probe: HealthProbe, timeoutMs: number): () => Promise<
   let inFlight: Promise<Readiness> | undefined;
   const check = async (): Promise<Readiness> => {
     try {
-      const dependencies = await within(probe.dependenciesReady(), timeoutMs, undefined);
-      if (dependencies === undefined) {
+      const report = await within(probe.dependenciesReady(), timeoutMs, undefined);
+      if (report === undefined) {
         return {
           state: 'not_ready',
           failed: [],
           reason: `dependency check did not answer within ${timeoutMs} ms`,
         };
       }
+      const { ready: dependencies, degraded } = isReport(report) ? report : { ready: report, degraded: [] };
       const failed = Object.keys(dependencies).filter((name) => !dependencies[name]);
       if (failed.length > 0) {
         return { state: 'not_ready', failed, dependencies, reason: `not answering: ${failed.join(', ')}` };
       }
-      return { state: 'ready', dependencies };
+      return { state: 'ready', dependencies, degraded };
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       return { state: 'not_ready', failed: [], reason: `dependency check failed: ${message}` };
@@ -112,6 +129,10 @@ function readinessChecker(probe: HealthProbe, timeoutMs: number): () => Promise<
     });
     return inFlight;
   };
+}
+
+function isReport(report: Readonly<Record<string, boolean>> | DependencyReport): report is DependencyReport {
+  return Array.isArray((report as { degraded?: unknown }).degraded);
 }
 
 function response(status: ServingStatus): HealthCheckResponse {
@@ -186,8 +207,8 @@ function sendJson(request: Request, response: Response, status: number, body: un
 
 /**
  * Plain HTTP probes for orchestrators: `GET /healthz` is 200 while the process runs (liveness);
- * `GET /readyz` is 200 while the dependencies answer and the instance is not draining, else 503
- * with a body naming what is wrong (readiness). Returns false for any other request.
+ * `GET /readyz` is 200 while the dependencies answer and the instance is not draining (naming
+ * degraded parts, if any, in its body), else 503 with a body naming what is wrong (readiness). Returns false for any other request.
  */
 export function httpHealthHandler(
   probe: HealthProbe,
@@ -204,7 +225,12 @@ export function httpHealthHandler(
     if (path !== '/readyz') return false;
     readiness().then(
       (result) => {
-        if (result.state === 'ready') {
+        if (result.state === 'ready' && result.degraded.length > 0) {
+          // Still serving: the load balancer keeps it, a person reading the body sees what is down.
+          const { dependencies, degraded } = result;
+          const reason = `ready; degraded: ${degraded.join(', ')}`;
+          sendJson(request, response, 200, { status: 'ready', reason, degraded, dependencies });
+        } else if (result.state === 'ready') {
           sendJson(request, response, 200, { status: 'ready', dependencies: result.dependencies });
         } else if (result.state === 'draining') {
           sendJson(request, response, 503, { status: 'draining' });

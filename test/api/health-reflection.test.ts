@@ -5,6 +5,7 @@ import { connectNodeAdapter, createConnectTransport, createGrpcTransport } from 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   checkDependencies,
+  type DependencyReport,
   type HealthProbe,
   healthServiceImpl,
   httpHealthHandler,
@@ -27,11 +28,16 @@ const state = {
   draining: false,
   hang: false,
   dependencies: { redis: true, database: true },
+  /** Set: the probe answers as on a Redis Cluster, naming the masters that do not answer. */
+  degraded: undefined as string[] | undefined,
 };
 const probe: HealthProbe = {
   isDraining: () => state.draining,
-  dependenciesReady: () =>
-    state.hang ? new Promise<never>(() => undefined) : Promise.resolve({ ...state.dependencies }),
+  dependenciesReady: async (): Promise<Record<string, boolean> | DependencyReport> => {
+    if (state.hang) return new Promise<never>(() => undefined);
+    if (state.degraded) return { ready: { ...state.dependencies }, degraded: state.degraded };
+    return { ...state.dependencies };
+  },
 };
 
 let server: PolyglotServer;
@@ -64,6 +70,7 @@ afterEach(() => {
   state.draining = false;
   state.hang = false;
   state.dependencies = { redis: true, database: true };
+  state.degraded = undefined;
 });
 
 async function codeOf(call: Promise<unknown>): Promise<Code | 'ok'> {
@@ -170,6 +177,23 @@ describe('HTTP probes', () => {
     const notReady = await fetch(`${baseUrl}/readyz`);
     expect(notReady.status).toBe(503);
     expect(await notReady.json()).toMatchObject({ status: 'not_ready', failed: ['database'] });
+  });
+
+  it('/readyz stays 200 with a degraded part, naming it, and is 503 when a needed dependency fails', async () => {
+    state.degraded = ['redis 127.0.0.1:7003'];
+    const degraded = await fetch(`${baseUrl}/readyz`);
+    expect(degraded.status).toBe(200);
+    expect(await degraded.json()).toEqual({
+      status: 'ready',
+      reason: 'ready; degraded: redis 127.0.0.1:7003',
+      degraded: ['redis 127.0.0.1:7003'],
+      dependencies: { redis: true, database: true },
+    });
+
+    state.dependencies.redis = false;
+    const notReady = await fetch(`${baseUrl}/readyz`);
+    expect(notReady.status).toBe(503);
+    expect(await notReady.json()).toMatchObject({ status: 'not_ready', failed: ['redis'] });
   });
 
   it('/readyz is 503 when the probe hangs, after the time limit and not later', async () => {

@@ -118,6 +118,11 @@ export interface RedisSlotGateOptions {
   readonly keyPrefix: string;
   /** Fails calls at once while Redis is known to be down. */
   readonly breaker?: DependencyBreaker;
+  /**
+   * The breaker for a campaign's calls, from one of its keys (on a cluster: its master's, see
+   * ShardBreakers); absent: `breaker`. Calls without a campaign (TIME) always use `breaker`.
+   */
+  readonly campaignBreaker?: (key: string) => DependencyBreaker;
   /** Claims one user may attempt per campaign per second, counted by the claim script; 0 or absent: no limit. */
   readonly claimsPerUserPerSecond?: number;
 }
@@ -127,6 +132,7 @@ export class RedisSlotGate implements SlotGate {
   private readonly redis: RedisClient;
   private readonly keyPrefix: string;
   private readonly breaker: DependencyBreaker | undefined;
+  private readonly campaignBreaker: ((key: string) => DependencyBreaker) | undefined;
   private readonly claimsPerUserPerSecond: number;
   private readonly claims: TickBatcher<string, ClaimOutcome>;
   private readonly confirms: TickBatcher<string, void>;
@@ -135,10 +141,13 @@ export class RedisSlotGate implements SlotGate {
     this.redis = redis;
     this.keyPrefix = options.keyPrefix;
     this.breaker = options.breaker;
+    this.campaignBreaker = options.campaignBreaker;
     this.claimsPerUserPerSecond = options.claimsPerUserPerSecond ?? 0;
     this.claims = new TickBatcher((campaignId, userIds) => this.claimBatch(campaignId, userIds), MAX_BATCH);
     this.confirms = new TickBatcher(async (campaignId, userIds) => {
-      await this.call('confirming claims', () => this.redis.zrem(this.keys(campaignId).pending, ...userIds));
+      await this.call(campaignId, 'confirming claims', () =>
+        this.redis.zrem(this.keys(campaignId).pending, ...userIds),
+      );
       return [];
     }, MAX_BATCH);
     for (const [name, numberOfKeys] of Object.entries(SCRIPTS)) {
@@ -153,7 +162,7 @@ export class RedisSlotGate implements SlotGate {
   }
 
   async now(): Promise<Date> {
-    const [seconds, micros] = await this.call('reading the clock', () => this.redis.time());
+    const [seconds, micros] = await this.call(undefined, 'reading the clock', () => this.redis.time());
     return new Date(Number(seconds) * 1000 + Math.floor(Number(micros) / 1000));
   }
 
@@ -172,7 +181,7 @@ export class RedisSlotGate implements SlotGate {
 
   private async claimBatch(campaignId: string, userIds: string[]): Promise<ClaimOutcome[]> {
     const k = this.keys(campaignId);
-    const replies = await this.call('claiming slots', () =>
+    const replies = await this.call(campaignId, 'claiming slots', () =>
       this.redis.claimSlots(
         4 + userIds.length,
         k.window,
@@ -228,7 +237,7 @@ export class RedisSlotGate implements SlotGate {
 
   async releaseSlot(campaignId: string, userId: string, claimedAtMs?: number): Promise<boolean> {
     const k = this.keys(campaignId);
-    const released = await this.call('releasing a slot', () =>
+    const released = await this.call(campaignId, 'releasing a slot', () =>
       this.redis.releaseSlot(
         k.window,
         k.remaining,
@@ -244,7 +253,7 @@ export class RedisSlotGate implements SlotGate {
   async countSlots(campaignId: string): Promise<SlotCounts | undefined> {
     const k = this.keys(campaignId);
     // One MULTI: the three counts describe the same instant.
-    const replies = await this.call('counting slots', async () =>
+    const replies = await this.call(campaignId, 'counting slots', async () =>
       this.redis.multi().get(k.remaining).scard(k.users).zcard(k.pending).exec(),
     );
     const [remaining, users, pending] = (replies ?? []).map(([, value]) => value);
@@ -255,7 +264,7 @@ export class RedisSlotGate implements SlotGate {
   async inspectSlots(campaignId: string, claimedBefore: Date): Promise<SlotInspection | undefined> {
     const k = this.keys(campaignId);
     // One MULTI, one round trip (pipelined with the other campaigns inspected at the same time).
-    const replies = await this.call('inspecting slots', async () =>
+    const replies = await this.call(campaignId, 'inspecting slots', async () =>
       this.redis
         .multi()
         .get(k.remaining)
@@ -277,12 +286,12 @@ export class RedisSlotGate implements SlotGate {
   async returnLeakedSlots(campaignId: string, slots: number, holders: readonly string[]): Promise<number> {
     const k = this.keys(campaignId);
     const held = new Set(holders);
-    const [served, pending] = await this.call('reading served users', () =>
+    const [served, pending] = await this.call(campaignId, 'reading served users', () =>
       Promise.all([this.redis.smembers(k.users), this.redis.zrange(k.pending, '0', '-1')]),
     );
     const waiting = new Set(pending);
     const stale = served.filter((user) => !held.has(user) && !waiting.has(user));
-    const returned = await this.call('returning leaked slots', () =>
+    const returned = await this.call(campaignId, 'returning leaked slots', () =>
       this.redis.returnLeakedSlots(
         k.remaining,
         k.users,
@@ -305,9 +314,9 @@ export class RedisSlotGate implements SlotGate {
     limit: number,
   ): Promise<{ holders: string[]; pending: string[] } | undefined> {
     const k = this.keys(campaignId);
-    const count = await this.call('counting served users', () => this.redis.scard(k.users));
+    const count = await this.call(campaignId, 'counting served users', () => this.redis.scard(k.users));
     if (count > limit) return undefined;
-    const replies = await this.call('reading served users', async () =>
+    const replies = await this.call(campaignId, 'reading served users', async () =>
       this.redis.multi().smembers(k.users).zrange(k.pending, '0', '-1').exec(),
     );
     const [served, pending] = (replies ?? []).map(([, value]) => (value ?? []) as string[]);
@@ -320,7 +329,7 @@ export class RedisSlotGate implements SlotGate {
     let adopted = 0;
     for (let i = 0; i < userIds.length; i += STAGE_CHUNK) {
       const chunk = userIds.slice(i, i + STAGE_CHUNK);
-      adopted += await this.call('adopting coupon holders', () =>
+      adopted += await this.call(campaignId, 'adopting coupon holders', () =>
         this.redis.adoptHolders(k.remaining, k.users, ...chunk),
       );
     }
@@ -328,7 +337,7 @@ export class RedisSlotGate implements SlotGate {
   }
 
   async listPendingClaims(campaignId: string, before: Date, limit: number): Promise<PendingClaim[]> {
-    const flat: unknown = await this.call('listing pending claims', () =>
+    const flat: unknown = await this.call(campaignId, 'listing pending claims', () =>
       this.redis.zrangebyscore(
         this.keys(campaignId).pending,
         '-inf',
@@ -355,7 +364,7 @@ export class RedisSlotGate implements SlotGate {
 
   async closeSlots(campaignId: string, userId: string): Promise<void> {
     const k = this.keys(campaignId);
-    await this.call('closing a campaign', () =>
+    await this.call(campaignId, 'closing a campaign', () =>
       this.redis.closeSlots(k.window, k.remaining, k.users, k.pending, userId),
     );
   }
@@ -364,7 +373,7 @@ export class RedisSlotGate implements SlotGate {
     const k = this.keys(campaign.id);
     // A staging key of our own: concurrent loaders never mix their user lists.
     const staged = `${k.users}:staged:${randomUUID()}`;
-    await this.call('loading a campaign', async () => {
+    await this.call(campaign.id, 'loading a campaign', async () => {
       for (let i = 0; i < userIds.length; i += STAGE_CHUNK) {
         await this.redis
           .multi()
@@ -386,8 +395,17 @@ export class RedisSlotGate implements SlotGate {
     });
   }
 
-  private async call<T>(operation: string, command: () => Promise<T>): Promise<T> {
-    if (this.breaker) return this.breaker.run(operation, command);
+  /** Runs a command through the breaker of its campaign's shard, or the general one without a campaign. */
+  private async call<T>(
+    campaignId: string | undefined,
+    operation: string,
+    command: () => Promise<T>,
+  ): Promise<T> {
+    const breaker =
+      campaignId !== undefined && this.campaignBreaker
+        ? this.campaignBreaker(this.keys(campaignId).remaining)
+        : this.breaker;
+    if (breaker) return breaker.run(operation, command);
     try {
       return await command();
     } catch (error) {
