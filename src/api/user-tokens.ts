@@ -20,6 +20,7 @@ export interface UserTokenOptions {
 
 /** Verified tokens kept so a user's repeated calls verify once; bounded, and never past a token's exp. */
 const VERIFIED_MAX = 50_000;
+const VERIFIED_FOR_MS = 5 * 60_000;
 
 /**
  * The algorithm a PEM public key signs with: RS256 for RSA, ES256 for EC on P-256. Throws a line
@@ -127,10 +128,14 @@ export class UserTokens {
       throw error;
     }
     if (this.verified.size >= VERIFIED_MAX) this.verified.delete(this.verified.keys().next().value as string);
-    // Without exp a token is valid until the key changes; remember it for a minute only.
+    // Remembered until its exp, but never more than a few minutes: a key rotated away (JWKS)
+    // stops being believed soon after, as it would without this memory.
     this.verified.set(token, {
       sub: payload.sub,
-      expiresAtMs: payload.exp ? payload.exp * 1000 : now + 60_000,
+      expiresAtMs: Math.min(
+        payload.exp ? payload.exp * 1000 : Number.POSITIVE_INFINITY,
+        now + VERIFIED_FOR_MS,
+      ),
     });
     return payload.sub;
   }
