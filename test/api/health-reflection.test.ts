@@ -20,6 +20,7 @@ import {
 } from '../../src/gen/grpc/health/v1/health_pb.js';
 import { ServerReflection } from '../../src/gen/grpc/reflection/v1/reflection_pb.js';
 import { ServerReflection as ServerReflectionV1Alpha } from '../../src/gen/grpc/reflection/v1alpha/reflection_pb.js';
+import { codeOf } from '../support/rpc.ts';
 
 const PROBE_TIMEOUT_MS = 200;
 
@@ -72,15 +73,6 @@ afterEach(() => {
   state.dependencies = { redis: true, database: true };
   state.degraded = undefined;
 });
-
-async function codeOf(call: Promise<unknown>): Promise<Code | 'ok'> {
-  try {
-    await call;
-    return 'ok';
-  } catch (error) {
-    return ConnectError.from(error).code;
-  }
-}
 
 describe('grpc.health.v1.Health', () => {
   const health = () => createClient(Health, createGrpcTransport({ baseUrl }));

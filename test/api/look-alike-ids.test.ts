@@ -1,11 +1,10 @@
-import { create } from '@bufbuild/protobuf';
-import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { Code, createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CouponService, CreateCampaignRequestSchema } from '../../src/gen/coupon/v1/coupon_pb.js';
+import { CouponService } from '../../src/gen/coupon/v1/coupon_pb.js';
 import { eventually } from '../support/invariants.ts';
-import { isolatedConfig, openWindow, startApp, uniqueName } from '../support/services.ts';
+import { campaignRequest, codeOf } from '../support/rpc.ts';
+import { isolatedConfig, startApp, uniqueName } from '../support/services.ts';
 
 let env: Awaited<ReturnType<typeof startApp>>;
 let client: ReturnType<typeof createClient<typeof CouponService>>;
@@ -19,32 +18,15 @@ afterAll(async () => {
   await env?.stop();
 });
 
-function campaignRequest(name: string, amount: bigint) {
-  const window = openWindow();
-  return create(CreateCampaignRequestSchema, {
-    name,
-    amount,
-    issuedAt: timestampFromDate(window.issuedAt),
-    expiresAt: timestampFromDate(window.expiresAt),
-  });
-}
-
-async function codeOf(call: Promise<unknown>): Promise<Code | 'ok'> {
-  try {
-    await call;
-    return 'ok';
-  } catch (error) {
-    return ConnectError.from(error).code;
-  }
-}
-
 async function remaining(campaignId: string): Promise<number> {
   return Number(await env.app.services.redis.get(env.app.services.redisGate.keys(campaignId).remaining));
 }
 
 describe('user ids that only look alike', () => {
   it('cannot take slots: padded, control and broken ids are refused before the gate', async () => {
-    const { campaign } = await client.createCampaign(campaignRequest(uniqueName('pad'), 3n));
+    const { campaign } = await client.createCampaign(
+      campaignRequest({ name: uniqueName('pad'), amount: 3n }),
+    );
     const id = campaign?.id as string;
     await client.issueCoupon({ campaignId: id, userId: 'alice' });
     for (const userId of [
@@ -80,7 +62,9 @@ describe('user ids that only look alike', () => {
   });
 
   it('inner spaces and other scripts are ordinary ids', async () => {
-    const { campaign } = await client.createCampaign(campaignRequest(uniqueName('inner'), 3n));
+    const { campaign } = await client.createCampaign(
+      campaignRequest({ name: uniqueName('inner'), amount: 3n }),
+    );
     const id = campaign?.id as string;
     for (const userId of ['alice smith', '김철수', 'alice  smith']) {
       expect((await client.issueCoupon({ campaignId: id, userId })).coupon?.userId).toBe(userId);
@@ -91,17 +75,21 @@ describe('user ids that only look alike', () => {
 describe('campaign names that only look alike', () => {
   it('are different names: a padded name finds nothing, and new names may not be padded', async () => {
     const name = uniqueName('sanity');
-    await client.createCampaign(campaignRequest(name, 1n));
+    await client.createCampaign(campaignRequest({ name: name, amount: 1n }));
     expect(await codeOf(client.getCampaign({ name: `${name}   ` }))).toBe(Code.NotFound);
     for (const padded of [` ${name}`, `${name} `, `${name}\n`, `${name}\u0007`]) {
-      expect(await codeOf(client.createCampaign(campaignRequest(padded, 1n)))).toBe(Code.InvalidArgument);
+      expect(await codeOf(client.createCampaign(campaignRequest({ name: padded, amount: 1n })))).toBe(
+        Code.InvalidArgument,
+      );
     }
   });
 });
 
 describe('a slot taken with no coupon behind it', () => {
   it('is given back by the reconciler, logged and counted as leaked_returned', async () => {
-    const { campaign } = await client.createCampaign(campaignRequest(uniqueName('leak'), 5n));
+    const { campaign } = await client.createCampaign(
+      campaignRequest({ name: uniqueName('leak'), amount: 5n }),
+    );
     const id = campaign?.id as string;
     await client.issueCoupon({ campaignId: id, userId: 'alice' });
     // What a padded id did before ids and collations were exact: a user marked served and a

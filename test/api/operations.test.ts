@@ -1,10 +1,9 @@
-import { create } from '@bufbuild/protobuf';
-import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createConnectTransport, createGrpcTransport } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CouponService, CreateCampaignRequestSchema } from '../../src/gen/coupon/v1/coupon_pb.js';
-import { isolatedConfig, openWindow, startApp, uniqueName } from '../support/services.ts';
+import { CouponService } from '../../src/gen/coupon/v1/coupon_pb.js';
+import { campaignRequest, codeOf } from '../support/rpc.ts';
+import { isolatedConfig, startApp } from '../support/services.ts';
 
 const ADMIN_TOKEN = 'test-admin-token-0123456789';
 let env: Awaited<ReturnType<typeof startApp>>;
@@ -15,25 +14,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await env?.stop();
 });
-
-function campaignRequest() {
-  const window = openWindow();
-  return create(CreateCampaignRequestSchema, {
-    name: uniqueName('ops'),
-    amount: 5n,
-    issuedAt: timestampFromDate(window.issuedAt),
-    expiresAt: timestampFromDate(window.expiresAt),
-  });
-}
-
-async function codeOf(call: Promise<unknown>): Promise<Code | 'ok'> {
-  try {
-    await call;
-    return 'ok';
-  } catch (error) {
-    return ConnectError.from(error).code;
-  }
-}
 
 async function metricValue(name: string, labels: string): Promise<number> {
   const text = await (await fetch(`${env.baseUrl}/metrics`)).text();

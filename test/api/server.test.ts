@@ -1,15 +1,15 @@
 import http2 from 'node:http2';
-import { create } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { type Client, Code, ConnectError, createClient, type Transport } from '@connectrpc/connect';
+import { type Client, Code, createClient, type Transport } from '@connectrpc/connect';
 import {
   createConnectTransport,
   createGrpcTransport,
   createGrpcWebTransport,
 } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CouponService, CreateCampaignRequestSchema } from '../../src/gen/coupon/v1/coupon_pb.js';
-import { isolatedConfig, openWindow, startApp, uniqueName } from '../support/services.ts';
+import { CouponService } from '../../src/gen/coupon/v1/coupon_pb.js';
+import { codeOf, campaignRequest as openCampaignRequest } from '../support/rpc.ts';
+import { isolatedConfig, startApp, uniqueName } from '../support/services.ts';
 
 let env: Awaited<ReturnType<typeof startApp>>;
 
@@ -29,33 +29,14 @@ const transports: Record<string, () => Transport> = {
     createConnectTransport({ baseUrl: env.baseUrl, httpVersion: '2', useBinaryFormat: true }),
 };
 
-async function codeOf(call: Promise<unknown>): Promise<Code | 'ok'> {
-  try {
-    await call;
-    return 'ok';
-  } catch (error) {
-    return ConnectError.from(error).code;
-  }
-}
-
 describe.each(Object.entries(transports))('%s', (_label, transport) => {
   let client: Client<typeof CouponService>;
   beforeAll(() => {
     client = createClient(CouponService, transport());
   });
 
-  function campaignRequest(
-    overrides: Partial<Parameters<typeof create<typeof CreateCampaignRequestSchema>>[1]> = {},
-  ) {
-    const window = openWindow();
-    return create(CreateCampaignRequestSchema, {
-      name: uniqueName('api'),
-      amount: 2n,
-      issuedAt: timestampFromDate(window.issuedAt),
-      expiresAt: timestampFromDate(window.expiresAt),
-      ...overrides,
-    });
-  }
+  const campaignRequest = (overrides: Parameters<typeof openCampaignRequest>[0] = {}) =>
+    openCampaignRequest({ name: uniqueName('api'), amount: 2n, ...overrides });
 
   it('creates, issues and reads back a campaign', async () => {
     const request = campaignRequest();
