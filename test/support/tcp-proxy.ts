@@ -3,12 +3,13 @@ import net from 'node:net';
 /**
  * A TCP proxy the test owns, between the service and MySQL or Redis. `cut()` drops every
  * connection and resets new ones, as a dead or partitioned server would; `restore()` lets
- * connections through again.
+ * connections through again; `holdReplies()` lets requests through but drops the answers.
  */
 export class TcpProxy {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
   private isCut = false;
+  private holdingReplies = false;
 
   private constructor(target: { host: string; port: number }) {
     this.server = net.createServer((client) => {
@@ -25,7 +26,16 @@ export class TcpProxy {
           upstream.destroy();
         });
       }
-      client.pipe(upstream).pipe(client);
+      client.pipe(upstream);
+      // By hand rather than piped, so the replies can be held back (see `holdReplies`).
+      upstream.on('data', (chunk: Buffer) => {
+        if (this.holdingReplies) return;
+        if (!client.write(chunk)) {
+          upstream.pause();
+          client.once('drain', () => upstream.resume());
+        }
+      });
+      upstream.once('end', () => client.end());
     });
   }
 
@@ -54,6 +64,15 @@ export class TcpProxy {
 
   restore(): void {
     this.isCut = false;
+  }
+
+  /** Replies from the server are dropped until `releaseReplies`: requests arrive, answers never do. */
+  holdReplies(): void {
+    this.holdingReplies = true;
+  }
+
+  releaseReplies(): void {
+    this.holdingReplies = false;
   }
 
   async close(): Promise<void> {
