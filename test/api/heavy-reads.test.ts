@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateCouponCode } from '../../src/domain/coupon-code.ts';
 import { CouponService } from '../../src/gen/coupon/v1/coupon_pb.js';
 import { rush, users } from '../support/rush.ts';
-import { isolatedConfig, openWindow, startApp, uniqueName } from '../support/services.ts';
+import { fillCampaign, isolatedConfig, openWindow, startApp, uniqueName } from '../support/services.ts';
 
 const COUPONS = 100_000;
 let env: Awaited<ReturnType<typeof startApp>>;
@@ -20,15 +20,7 @@ beforeAll(async () => {
     amount: BigInt(COUPONS),
     ...openWindow(),
   });
-  const em = env.app.services.db.em.fork();
-  for (let start = 0; start < COUPONS; start += 10_000) {
-    const codes = Array.from({ length: 10_000 }, generateCouponCode);
-    await em.execute(
-      `insert into coupon (campaign_id, user_id, code, issued_at) values ${codes.map(() => '(?, ?, ?, ?)').join(', ')}`,
-      codes.flatMap((code, i) => [campaign.id, `user-${start + i}`, code, new Date()]),
-    );
-  }
-  await em.execute('update campaign set issued_count = ? where id = ?', [COUPONS, campaign.id]);
+  await fillCampaign(env.app.services, campaign.id, Array.from({ length: COUPONS }, generateCouponCode));
 });
 afterAll(async () => {
   await env?.stop();

@@ -3,7 +3,7 @@ import { createConnectTransport, createGrpcTransport } from '@connectrpc/connect
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateCouponCode } from '../../src/domain/coupon-code.ts';
 import { CouponService } from '../../src/gen/coupon/v1/coupon_pb.js';
-import { openWindow, startApp, uniqueName } from '../support/services.ts';
+import { fillCampaign, openWindow, startApp, uniqueName } from '../support/services.ts';
 
 const COUPONS = 100_000;
 let env: Awaited<ReturnType<typeof startApp>>;
@@ -19,16 +19,8 @@ beforeAll(async () => {
     ...openWindow(),
   });
   // Filled straight into MySQL: this file is about reading a big campaign back.
-  const em = env.app.services.db.em.fork();
   codes = Array.from({ length: COUPONS }, generateCouponCode);
-  for (let start = 0; start < COUPONS; start += 10_000) {
-    const chunk = codes.slice(start, start + 10_000);
-    await em.execute(
-      `insert into coupon (campaign_id, user_id, code, issued_at) values ${chunk.map(() => '(?, ?, ?, ?)').join(', ')}`,
-      chunk.flatMap((code, i) => [campaign.id, `user-${start + i}`, code, new Date()]),
-    );
-  }
-  await em.execute('update campaign set issued_count = ? where id = ?', [COUPONS, campaign.id]);
+  await fillCampaign(env.app.services, campaign.id, codes);
 });
 afterAll(async () => {
   await env?.stop();
