@@ -1,6 +1,6 @@
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
-import { RateLimitedError } from '../domain/errors.ts';
+import { quoted, RateLimitedError } from '../domain/errors.ts';
 import type { RedisClient } from '../infrastructure/redis/client.ts';
 import { clientAddressKey } from './client-address.ts';
 
@@ -36,7 +36,7 @@ export function ipRateLimitInterceptor(options: IpRateLimitOptions): Interceptor
         if ('invalid' in client) {
           // A trusted proxy writes addresses; anything else means the trust setting or a proxy is wrong.
           throw new ConnectError(
-            `X-Forwarded-For names ${JSON.stringify(client.invalid.slice(0, 64))} where a trusted proxy would name an IP address`,
+            `X-Forwarded-For names ${quoted(client.invalid)} where a trusted proxy would name an IP address`,
             Code.InvalidArgument,
           );
         }
