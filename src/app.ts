@@ -213,9 +213,17 @@ export async function buildServices(
     }
   }, config.campaignRefreshMs);
 
+  // The reconciler forgets a campaign after this long without a mark; a mark stands for half
+  // of it, the other half the margin for a pass in progress.
+  const idleAfterMs = 2 * config.reconcileAfterMs;
   const activity = new RedisCampaignActivity(redis, {
     keyPrefix: config.redisKeyPrefix,
-    breaker: breakers.redis,
+    breaker: (key) => shardBreakers.forKey(key),
+    markStandsForMs: idleAfterMs / 2,
+    onMarkFailed: (campaignId, error) => {
+      metrics.activityMarkFailures.inc();
+      logger.debug({ campaignId, err: error }, 'marking a campaign active failed; its claims go on');
+    },
   });
   const reconciler = new ClaimReconciler({
     gate,
@@ -223,10 +231,15 @@ export async function buildServices(
     coupons: couponRepository,
     activity,
     staleAfterMs: config.reconcileAfterMs,
+    idleAfterMs,
     sweepPerPass: config.reconcileSweepSize,
     onCampaignFailed: (campaignId, error) => {
       metrics.reconcileFailures.inc();
       logger.warn({ campaignId, err: error }, 'reconciling a campaign failed; will retry next pass');
+    },
+    onActiveSetFailed: (error) => {
+      metrics.reconcileFailures.inc();
+      logger.warn({ err: error }, 'reading the active campaigns failed; this pass sweeps only');
     },
   });
   const reconciling = runPeriodically(async () => {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { Result } from 'ioredis';
+import { Cluster, type Result } from 'ioredis';
 import {
   type CampaignGateState,
   type ClaimOutcome,
@@ -42,6 +42,13 @@ declare module 'ioredis' {
       lockMs: number,
       ...userIds: string[]
     ): Result<number, Context>;
+    readClock(anyKeyOfTheShard: string): Result<number, Context>;
+    inspectSlots(
+      remaining: string,
+      users: string,
+      pending: string,
+      staleAfterMs: number,
+    ): Result<number[], Context>;
     publishCampaign(
       window: string,
       remaining: string,
@@ -64,6 +71,8 @@ const SCRIPTS: Record<string, number | undefined> = {
   adoptHolders: 2,
   returnLeakedSlots: 4,
   publishCampaign: 5,
+  readClock: 1,
+  inspectSlots: 3,
 };
 
 /** Scripts called with their key count as the first argument (see `connectRedis` for why it matters). */
@@ -99,6 +108,10 @@ export interface SlotCounts {
   readonly users: number;
   /** Claims not yet confirmed. */
   readonly pending: number;
+}
+
+function dateOfTime([seconds, micros]: readonly (string | number | undefined)[]): Date {
+  return new Date(Number(seconds) * 1000 + Math.floor(Number(micros) / 1000));
 }
 
 export function campaignKeys(prefix: string, campaignId: string) {
@@ -161,9 +174,33 @@ export class RedisSlotGate implements SlotGate {
     return campaignKeys(this.keyPrefix, campaignId);
   }
 
-  async now(): Promise<Date> {
-    const [seconds, micros] = await this.call(undefined, 'reading the clock', () => this.redis.time());
-    return new Date(Number(seconds) * 1000 + Math.floor(Number(micros) / 1000));
+  /**
+   * The gate's clock: with a campaign, its own shard's (the clock its windows and claims are
+   * judged by); without one, any master's that answers (on a cluster, tried in turn, so one
+   * failing master does not stop what only needs the time of day).
+   */
+  async now(campaignId?: string): Promise<Date> {
+    if (campaignId !== undefined) {
+      const ms = await this.call(campaignId, 'reading the clock', () =>
+        this.redis.readClock(this.keys(campaignId).window),
+      );
+      return new Date(Number(ms));
+    }
+    if (!(this.redis instanceof Cluster)) {
+      return dateOfTime(await this.call(undefined, 'reading the clock', () => this.redis.time()));
+    }
+    // Not behind the shared breaker: one failing master must not make the others look down.
+    let failure: unknown;
+    for (const node of this.redis.nodes('master')) {
+      try {
+        return dateOfTime(await node.time());
+      } catch (error) {
+        failure = error;
+      }
+    }
+    throw new DependencyUnavailableError('redis', 'no Redis master answered for the time; retry shortly', {
+      cause: failure,
+    });
   }
 
   /** Every answer of this gate comes from Redis; SoldOutCachingGate remembers some. */
@@ -261,26 +298,15 @@ export class RedisSlotGate implements SlotGate {
     return { remaining: Number(remaining), users: Number(users), pending: Number(pending) };
   }
 
-  async inspectSlots(campaignId: string, claimedBefore: Date): Promise<SlotInspection | undefined> {
+  async inspectSlots(campaignId: string, staleAfterMs: number): Promise<SlotInspection | undefined> {
     const k = this.keys(campaignId);
-    // One MULTI, one round trip (pipelined with the other campaigns inspected at the same time).
-    const replies = await this.call(campaignId, 'inspecting slots', async () =>
-      this.redis
-        .multi()
-        .get(k.remaining)
-        .scard(k.users)
-        .zcard(k.pending)
-        .zcount(k.pending, '-inf', `(${claimedBefore.getTime()}`)
-        .exec(),
-    );
-    const [remaining, users, pending, stale] = (replies ?? []).map(([, value]) => value);
-    if (remaining === null || remaining === undefined) return undefined;
-    return {
-      remaining: Number(remaining),
-      users: Number(users),
-      pending: Number(pending),
-      stale: Number(stale),
-    };
+    const [remaining, users, pending, stale, now] = (
+      await this.call(campaignId, 'inspecting slots', () =>
+        this.redis.inspectSlots(k.remaining, k.users, k.pending, staleAfterMs),
+      )
+    ).map(Number) as [number, number, number, number, number];
+    if (remaining < 0) return undefined;
+    return { remaining, users, pending, stale, claimedBefore: new Date(now - staleAfterMs) };
   }
 
   async returnLeakedSlots(campaignId: string, slots: number, holders: readonly string[]): Promise<number> {

@@ -141,8 +141,8 @@ export class SoldOutCachingGate implements SlotGate {
     this.soldOut.delete(state.campaign.id);
   }
 
-  now(): Promise<Date> {
-    return this.gate.now();
+  now(campaignId?: string): Promise<Date> {
+    return this.gate.now(campaignId);
   }
 
   confirmSlot(campaignId: string, userId: string): Promise<void> {
@@ -157,8 +157,8 @@ export class SoldOutCachingGate implements SlotGate {
     return this.gate.countSlots(campaignId);
   }
 
-  inspectSlots(campaignId: string, claimedBefore: Date): Promise<SlotInspection | undefined> {
-    return this.gate.inspectSlots(campaignId, claimedBefore);
+  inspectSlots(campaignId: string, staleAfterMs: number): Promise<SlotInspection | undefined> {
+    return this.gate.inspectSlots(campaignId, staleAfterMs);
   }
 
   async returnLeakedSlots(campaignId: string, slots: number, holders: readonly string[]): Promise<number> {
