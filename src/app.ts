@@ -49,6 +49,7 @@ import {
   type RedisClient,
   subscriberFor,
 } from './infrastructure/redis/client.ts';
+import { mastersRequiringFullCoverage } from './infrastructure/redis/cluster-settings.ts';
 import { ShardBreakers } from './infrastructure/redis/shard-breakers.ts';
 import { RedisSlotGate } from './infrastructure/redis/slot-gate.ts';
 import { SoldOutCachingGate } from './infrastructure/redis/sold-out-cache.ts';
@@ -120,6 +121,20 @@ export async function buildServices(
     redis.once('ready', resolve);
     setTimeout(resolve, config.dependencyTimeoutMs).unref();
   });
+  if (redis instanceof Cluster) {
+    redis.once('ready', () => {
+      mastersRequiringFullCoverage(redis).then(
+        (masters) => {
+          if (masters.length === 0) return;
+          logger.warn(
+            { masters },
+            'Redis Cluster runs with cluster-require-full-coverage yes: while one master fails over, every shard refuses every call; set it to no (see README, Scaling out)',
+          );
+        },
+        () => undefined,
+      );
+    });
+  }
 
   const db = await openDatabase({
     url: config.databaseUrl,

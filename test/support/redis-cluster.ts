@@ -47,6 +47,8 @@ export interface RedisClusterHarness {
   ownerOf(key: string): Promise<{ port: number; slot: number }>;
   /** Ports of the nodes that are masters now. */
   masters(): Promise<number[]>;
+  /** Kills one node at once (SIGKILL), as a crash would: it writes nothing more, says nothing. */
+  kill(port: number): void;
   stop(): Promise<void>;
 }
 
@@ -61,7 +63,16 @@ const NODE_TIMEOUT_MS = 5_000;
  * with `redis-cli --cluster create --cluster-replicas 1`, and resolves once every node says
  * cluster_state:ok and knows the other five. `stop()` shuts them down and removes their files.
  */
-export async function startRedisCluster(): Promise<RedisClusterHarness> {
+export interface RedisClusterOptions {
+  /**
+   * `cluster-require-full-coverage`: Redis' default, yes, makes every node refuse every query
+   * (CLUSTERDOWN) while any slot has no master, so a failing master stops every shard until its
+   * replica takes over. Off by default here, as the README recommends.
+   */
+  readonly requireFullCoverage?: boolean;
+}
+
+export async function startRedisCluster(options: RedisClusterOptions = {}): Promise<RedisClusterHarness> {
   const dir = await mkdtemp(join(tmpdir(), 'coupon-redis-cluster-'));
   const ports = await freeClusterPorts(6);
   const cli = async (port: number, ...args: string[]) =>
@@ -80,8 +91,9 @@ export async function startRedisCluster(): Promise<RedisClusterHarness> {
       if (pid > 0) pids.set(pid, port);
     }
   };
-  const killAll = () => {
+  const killNodes = (only?: number) => {
     for (const [pid, port] of pids) {
+      if (only !== undefined && port !== only) continue;
       // Only our node: a pid freed by a node that shut down may already name another process.
       const command = (() => {
         try {
@@ -102,7 +114,7 @@ export async function startRedisCluster(): Promise<RedisClusterHarness> {
   // hook), they are killed on its way out.
   const onExit = () => {
     readPids();
-    killAll();
+    killNodes();
     rmSync(dir, { recursive: true, force: true });
   };
   process.once('exit', onExit);
@@ -118,7 +130,7 @@ export async function startRedisCluster(): Promise<RedisClusterHarness> {
     await Promise.allSettled(ports.map((port) => cli(port, 'shutdown', 'nosave')));
     // A node that did not answer SHUTDOWN (still starting, hung) is killed by its pid file.
     readPids();
-    killAll();
+    killNodes();
     for (const node of nodes) node.stdin?.end();
     process.off('exit', onExit);
     process.off('SIGTERM', onSignal);
@@ -134,6 +146,12 @@ export async function startRedisCluster(): Promise<RedisClusterHarness> {
     join(dir, `nodes-${port}.conf`),
     '--cluster-node-timeout',
     String(NODE_TIMEOUT_MS),
+    '--cluster-require-full-coverage',
+    options.requireFullCoverage ? 'yes' : 'no',
+    // Redis waits 5 s by default before a diskless full sync, to batch replicas: a master killed
+    // before its replica synced has no replica that may take over.
+    '--repl-diskless-sync-delay',
+    '0',
     '--save',
     '',
     '--appendonly',
@@ -198,14 +216,31 @@ export async function startRedisCluster(): Promise<RedisClusterHarness> {
         (view) => view.split('\n').filter((line) => / (myself,)?slave /.test(line)).length === 3,
       );
     }, 'every node knows the three replicas');
+    await waitFor(async () => {
+      const infos = await Promise.all(ports.map((port) => cli(port, 'info', 'replication').catch(() => '')));
+      const synced = infos.filter((info) => info.includes('master_link_status:up'));
+      return synced.length === 3;
+    }, 'every replica has synced with its master');
   } catch (error) {
     await stop();
     throw error;
   }
 
   /** CLUSTER NODES as one node sees it: each master that is not failing, and its slot ranges. */
+  /** The first node that answers (one may have been killed). */
+  const anyNode = async (...args: string[]) => {
+    let failure: unknown;
+    for (const port of ports) {
+      try {
+        return await cli(port, ...args);
+      } catch (error) {
+        failure = error;
+      }
+    }
+    throw failure;
+  };
   const liveMasters = async () =>
-    (await cli(ports[0] as number, 'cluster', 'nodes'))
+    (await anyNode('cluster', 'nodes'))
       .split('\n')
       .map((line) => line.trim().split(' '))
       .filter(([, , flags]) => {
@@ -221,8 +256,12 @@ export async function startRedisCluster(): Promise<RedisClusterHarness> {
     seeds: ports.map((port) => `127.0.0.1:${port}`).join(','),
     cli,
     masters: async () => (await liveMasters()).map((master) => master.port),
+    kill(port) {
+      readPids();
+      killNodes(port);
+    },
     async ownerOf(key) {
-      const slot = Number((await cli(ports[0] as number, 'cluster', 'keyslot', key)).trim());
+      const slot = Number((await anyNode('cluster', 'keyslot', key)).trim());
       for (const master of await liveMasters()) {
         if (master.ranges.some(([from, to = from]) => slot >= from && slot <= to)) {
           return { port: master.port, slot };
