@@ -7,7 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type App, buildApp } from '../../src/app.ts';
 import type { Config } from '../../src/config.ts';
 import { CouponService, CreateCampaignRequestSchema } from '../../src/gen/coupon/v1/coupon_pb.js';
+import { subscriberFor } from '../../src/infrastructure/redis/client.ts';
 import { mastersRequiringFullCoverage } from '../../src/infrastructure/redis/cluster-settings.ts';
+import { SoldOutCachingGate } from '../../src/infrastructure/redis/sold-out-cache.ts';
 import { eventually, settledProblems, snapshot } from '../support/invariants.ts';
 import {
   type RedisClusterHarness,
@@ -131,6 +133,27 @@ describe.skipIf(!available)('a Redis Cluster master killed mid-rush', () => {
       if ((await ownerOf(id)) !== master) control = id;
     }
 
+    // A sold-out campaign on the same master, remembered by a sold-out memory that trusts its
+    // mark for ten minutes: losing the subscription with the master must drop the mark.
+    let soldOut = '';
+    for (let attempt = 0; !soldOut; attempt++) {
+      if (attempt > 60) throw new Error('60 campaigns and none on the master to kill');
+      const id = await createCampaign(1);
+      if ((await ownerOf(id)) === master) soldOut = id;
+    }
+    await b.app.services.issuer.issueCoupon(soldOut, 'only-winner');
+    const publisher = subscriberFor(b.app.services.redis);
+    const subscriber = subscriberFor(b.app.services.redis);
+    const memory = await SoldOutCachingGate.create(b.app.services.redisGate, publisher, subscriber, {
+      channel: `${config.redisKeyPrefix}slots-returned`,
+      trustMs: 600_000,
+      maxUsers: 1_000,
+    });
+    await expect(memory.claimSlot(soldOut, 'late')).resolves.toEqual({ status: 'sold-out' });
+    expect(
+      await eventually(async () => (memory.isKnownSoldOut(soldOut) ? [] : ['not marked']), 5_000),
+    ).toEqual([]);
+
     const answers = new Map<string, Answer[]>([
       [affected, []],
       [control, []],
@@ -164,6 +187,7 @@ describe.skipIf(!available)('a Redis Cluster master killed mid-rush', () => {
     const issued = (campaignId: string, after: number) =>
       answers.get(campaignId)?.some((answer) => answer.at > after && answer.outcome === 'ok');
     let killedAt = 0;
+    let forgottenAt = 0;
     let promotedAt = 0;
     let issuedAgainAt = 0;
     try {
@@ -172,6 +196,14 @@ describe.skipIf(!available)('a Redis Cluster master killed mid-rush', () => {
       );
       killedAt = Date.now();
       cluster.kill(master);
+      expect(
+        await eventually(
+          async () =>
+            memory.isKnownSoldOut(soldOut) ? ['sold-out mark kept with its subscription gone'] : [],
+          FAILOVER_WITHIN_MS,
+        ),
+      ).toEqual([]);
+      forgottenAt = Date.now();
       expect(
         await eventually(
           async () =>
@@ -196,6 +228,8 @@ describe.skipIf(!available)('a Redis Cluster master killed mid-rush', () => {
     } finally {
       stopped = true;
       await Promise.all([...load, ...probing]);
+      publisher.disconnect();
+      subscriber.disconnect();
     }
 
     const affectedAnswers = answers.get(affected) ?? [];
@@ -208,7 +242,7 @@ describe.skipIf(!available)('a Redis Cluster master killed mid-rush', () => {
     const slowest = (list: readonly Answer[]) => Math.max(...list.map((answer) => answer.ms));
     const firstOk = affectedAnswers.find((answer) => answer.at > killedAt && answer.outcome === 'ok');
     console.info(
-      `failover of master ${master}: promoted after ${promotedAt - killedAt} ms, affected issued again ${(firstOk?.at ?? issuedAgainAt) - killedAt} ms after the kill; affected ${JSON.stringify(tally(affectedAnswers))} (slowest ${slowest(affectedAnswers)} ms), control ${JSON.stringify(tally(controlAnswers))} (slowest ${slowest(controlAnswers)} ms); /readyz ${readiness.length} probes, ${readiness.filter((r) => r.status !== 200).length} not 200, ${readiness.filter((r) => r.degraded.length > 0).length} naming a degraded master`,
+      `failover of master ${master}: sold-out mark dropped ${forgottenAt - killedAt} ms after the kill, promoted after ${promotedAt - killedAt} ms, affected issued again ${(firstOk?.at ?? issuedAgainAt) - killedAt} ms after the kill; affected ${JSON.stringify(tally(affectedAnswers))} (slowest ${slowest(affectedAnswers)} ms), control ${JSON.stringify(tally(controlAnswers))} (slowest ${slowest(controlAnswers)} ms); /readyz ${readiness.length} probes, ${readiness.filter((r) => r.status !== 200).length} not 200, ${readiness.filter((r) => r.degraded.length > 0).length} naming a degraded master`,
     );
 
     // The control campaign, on a healthy master, never failed, in either instance.

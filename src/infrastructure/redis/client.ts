@@ -87,7 +87,9 @@ export function connectRedis(options: RedisConnectionOptions): RedisClient {
 export function subscriberFor(client: RedisClient): RedisClient {
   const subscriber =
     client instanceof Cluster
-      ? client.duplicate([], { enableOfflineQueue: true })
+      ? // Sharded subscribers: one subscriber connection per master for SSUBSCRIBE, following
+        // failovers (the sold-out memory's per-campaign channels).
+        client.duplicate([], { enableOfflineQueue: true, shardedSubscribers: true })
       : client.duplicate({ enableOfflineQueue: true });
   subscriber.on('error', () => undefined);
   if (subscriber instanceof Cluster) subscriber.on('node error', () => undefined);

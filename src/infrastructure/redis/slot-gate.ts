@@ -332,22 +332,27 @@ export class RedisSlotGate implements SlotGate {
   }
 
   /**
-   * Users marked served, split into holders and those whose claim is still pending, or undefined
-   * when there are more than `limit`. One MULTI, so both describe the same instant.
+   * Users marked served, split into holders and those whose claim is still pending, and the slots
+   * left, or undefined when there are more than `limit` users. One MULTI, so all describe the
+   * same instant.
    */
   async servedUsers(
     campaignId: string,
     limit: number,
-  ): Promise<{ holders: string[]; pending: string[] } | undefined> {
+  ): Promise<{ holders: string[]; pending: string[]; remaining: number } | undefined> {
     const k = this.keys(campaignId);
     const count = await this.call(campaignId, 'counting served users', () => this.redis.scard(k.users));
     if (count > limit) return undefined;
     const replies = await this.call(campaignId, 'reading served users', async () =>
-      this.redis.multi().smembers(k.users).zrange(k.pending, '0', '-1').exec(),
+      this.redis.multi().smembers(k.users).zrange(k.pending, '0', '-1').get(k.remaining).exec(),
     );
-    const [served, pending] = (replies ?? []).map(([, value]) => (value ?? []) as string[]);
-    const waiting = new Set(pending);
-    return { holders: (served ?? []).filter((user) => !waiting.has(user)), pending: [...waiting] };
+    const [served, pending, remaining] = (replies ?? []).map(([, value]) => value);
+    const waiting = new Set((pending ?? []) as string[]);
+    return {
+      holders: ((served ?? []) as string[]).filter((user) => !waiting.has(user)),
+      pending: [...waiting],
+      remaining: remaining === null || remaining === undefined ? Number.NaN : Number(remaining),
+    };
   }
 
   async adoptHolders(campaignId: string, userIds: readonly string[]): Promise<number> {
