@@ -105,6 +105,7 @@ async function rushThrough(
   );
   const campaignId = campaign?.id ?? '';
   const attempts: Attempt[] = [];
+  const unavailableReasons: Record<string, number> = {};
   const readiness: { at: number; status: number }[] = [];
   let faultAt = 0;
   let promotion: Promise<{ port: number; waitedMs: number }> | undefined;
@@ -125,8 +126,13 @@ async function rushThrough(
         attempts.push({ at: started, ms: Date.now() - started, outcome: 'ok' });
         return { code: coupon?.code ?? '', userId: coupon?.userId ?? '' };
       } catch (error) {
-        const code = ConnectError.from(error).code;
+        const { code, rawMessage } = ConnectError.from(error);
         attempts.push({ at: started, ms: Date.now() - started, outcome: Code[code] ?? 'Unknown' });
+        if (code === Code.Unavailable) {
+          // "redis unavailable while ...", "... is still being settled ...": ids and numbers cut.
+          const reason = rawMessage.replace(/[0-9a-f]{8,}|\d+|user "[^"]*"/g, '#').slice(0, 70);
+          unavailableReasons[reason] = (unavailableReasons[reason] ?? 0) + 1;
+        }
         if (code !== Code.Unavailable || Date.now() > giveUpAt) throw error;
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
@@ -176,7 +182,7 @@ async function rushThrough(
       `/readyz not 200 on ${notReady.length} of ${readiness.length} probes ` +
       `(${since(notReady[0]?.at)}-${since(notReady.at(-1)?.at)} ms after the fault); ` +
       `right after: rows ${right.rows.length}, remaining ${right.remaining}, pending ${right.pending}, ` +
-      `users ${right.users.length}`,
+      `users ${right.users.length}; UNAVAILABLE for ${JSON.stringify(unavailableReasons)}`,
   );
 
   // Nothing but UNAVAILABLE went wrong, and nothing hung.
