@@ -114,6 +114,7 @@ export async function buildServices(
   const redis = connectRedis({
     url: config.redisUrl,
     clusterNodes: config.redisClusterNodes,
+    sentinel: config.redisSentinel,
     timeoutMs: config.dependencyTimeoutMs,
     logger,
   });
@@ -332,7 +333,11 @@ async function claimKeyspaceForDeployment(
     claimKeyspace({
       redis,
       keyPrefix: config.redisKeyPrefix,
-      where: describeRedis({ url: config.redisUrl, clusterNodes: config.redisClusterNodes }),
+      where: describeRedis({
+        url: config.redisUrl,
+        clusterNodes: config.redisClusterNodes,
+        sentinel: config.redisSentinel,
+      }),
       deploymentId: await deploymentId(db),
     });
   if (redis.status === 'ready') return claim();
