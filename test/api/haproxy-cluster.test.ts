@@ -373,7 +373,7 @@ describe.skipIf(!available)(
         );
       }
     });
-    it('lose no call when an instance drains (SIGTERM) mid-rush: HAProxy moves on, the instance exits 0', async () => {
+    it('answer the calls in flight of an instance draining (SIGTERM) mid-rush, and a call it refused unprocessed on retry; it exits 0', async () => {
       const perCampaign = 200;
       const campaigns = await campaignOnEveryMaster([300, 300, 300]);
       const drainingIndex = 2;
