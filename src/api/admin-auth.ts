@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Code, ConnectError, createContextKey, type Interceptor } from '@connectrpc/connect';
+import { bearerCredential } from './bearer.ts';
 
 /** Methods that change what the service offers; the rest stay open to every client. */
 const ADMIN_METHODS = new Set(['CreateCampaign']);
@@ -23,7 +24,7 @@ function digest(value: string): Buffer {
 export function adminAuthInterceptor(adminToken: string): Interceptor {
   const expected = digest(adminToken);
   const presentsToken = (header: string | null) =>
-    header !== null && timingSafeEqual(digest(/^Bearer\s+(.+)$/i.exec(header)?.[1] ?? ''), expected);
+    header !== null && timingSafeEqual(digest(bearerCredential(header) ?? ''), expected);
   return (next) => async (request) => {
     if (!ADMIN_METHODS.has(request.method.name)) {
       // Open to everyone; what only admins may see is decided by the handler from this mark.

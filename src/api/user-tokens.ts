@@ -6,6 +6,7 @@ import { DependencyUnavailableError } from '../application/ports.ts';
 import { validateUserId } from '../domain/campaign.ts';
 import { DomainError, PermissionDeniedError, quoted, UnauthenticatedError } from '../domain/errors.ts';
 import type { IssueCouponRequest } from '../gen/coupon/v1/coupon_pb.js';
+import { bearerCredential } from './bearer.ts';
 
 /** How IssueCoupon callers prove who the user is; see the USER_JWT_* settings. */
 export type UserTokenKey =
@@ -108,7 +109,7 @@ export class UserTokens {
    * promise costs about as much as the check itself.
    */
   userOf(authorization: string | null | undefined, requestedUserId: string): string | Promise<string> {
-    const token = authorization ? /^Bearer\s+(\S+)$/i.exec(authorization)?.[1] : undefined;
+    const token = bearerCredential(authorization);
     if (!token) {
       throw new UnauthenticatedError('IssueCoupon needs a user token: send "authorization: Bearer <jwt>"');
     }
