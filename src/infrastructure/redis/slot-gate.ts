@@ -11,7 +11,7 @@ import {
 } from '../../application/ports.ts';
 import type { DependencyBreaker } from '../dependency-breaker.ts';
 import type { RedisClient } from './client.ts';
-import { TickBatcher } from './tick-batcher.ts';
+import { ItemFailure, TickBatcher } from './tick-batcher.ts';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -216,7 +216,7 @@ export class RedisSlotGate implements SlotGate {
     return this.claims.add(campaignId, userId);
   }
 
-  private async claimBatch(campaignId: string, userIds: string[]): Promise<ClaimOutcome[]> {
+  private async claimBatch(campaignId: string, userIds: string[]): Promise<(ClaimOutcome | ItemFailure)[]> {
     const k = this.keys(campaignId);
     const replies = await this.call(campaignId, 'claiming slots', () =>
       this.redis.claimSlots(
@@ -230,7 +230,14 @@ export class RedisSlotGate implements SlotGate {
         ...userIds,
       ),
     );
-    return userIds.map((_, i) => this.claimOutcome(replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]));
+    return userIds.map((_, i) => {
+      try {
+        return this.claimOutcome(replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]);
+      } catch (error) {
+        // One answer the gate cannot read fails that claim alone, not the batch around it.
+        return new ItemFailure(error);
+      }
+    });
   }
 
   private claimOutcome(status: unknown, value: unknown, remaining: unknown): ClaimOutcome {
