@@ -34,7 +34,8 @@ export interface PendingClaim {
 
 export type ClaimOutcome =
   | { readonly status: 'claimed'; readonly claimedAt: Date; readonly remaining: number }
-  | { readonly status: 'not-started'; readonly opensAt: Date }
+  /** `now`: Redis' clock when it judged the claim, when the script says. */
+  | { readonly status: 'not-started'; readonly opensAt: Date; readonly now?: Date }
   | { readonly status: 'ended'; readonly closedAt: Date }
   | { readonly status: 'duplicate' }
   | { readonly status: 'sold-out' }

@@ -245,7 +245,9 @@ export class RedisSlotGate implements SlotGate {
       case CLAIM_STATUS.claimed:
         return { status: 'claimed', claimedAt: new Date(Number(value)), remaining: Number(remaining) };
       case CLAIM_STATUS.notStarted:
-        return { status: 'not-started', opensAt: new Date(Number(value)) };
+        return Number(remaining) > 0
+          ? { status: 'not-started', opensAt: new Date(Number(value)), now: new Date(Number(remaining)) }
+          : { status: 'not-started', opensAt: new Date(Number(value)) };
       case CLAIM_STATUS.ended:
         return { status: 'ended', closedAt: new Date(Number(value)) };
       case CLAIM_STATUS.duplicate:

@@ -7,6 +7,7 @@ import type {
   SlotInspection,
 } from '../../application/ports.ts';
 import type { RedisClient } from './client.ts';
+import type { OpeningMemory } from './opening-memory.ts';
 import type { RedisSlotGate } from './slot-gate.ts';
 
 export interface SoldOutCacheOptions {
@@ -18,6 +19,8 @@ export interface SoldOutCacheOptions {
   readonly maxUsers: number;
   /** Told of every slot given back. */
   readonly onSlotReturned?: () => void;
+  /** Campaigns proven not open yet (see OpeningMemory); absent: every early call asks Redis. */
+  readonly openings?: OpeningMemory;
 }
 
 const DUPLICATE: ClaimOutcome = { status: 'duplicate' };
@@ -40,7 +43,7 @@ interface SoldOutMark {
 const SUBSCRIBE_WITHIN_MS = 1_000;
 
 /**
- * Remembers, per process, which campaigns are sold out (with who was served, which no longer
+ * Remembers, per process, which campaigns have not opened yet (OpeningMemory) and which are sold out (with who was served, which no longer
  * changes), so a storm of late requests is answered without a Redis round trip each, and with the
  * same answer Redis would give: "already issued" for a holder, "sold out" for everyone else. A
  * slot coming back (a release, a reconcile) is announced on Redis pub/sub and drops the mark in
@@ -113,6 +116,8 @@ export class SoldOutCachingGate implements SlotGate {
   }
 
   knownOutcome(campaignId: string, userId: string): ClaimOutcome | undefined {
+    const opensAt = this.options.openings?.provenNotOpen(campaignId);
+    if (opensAt) return { status: 'not-started', opensAt };
     const mark = this.trustedMark(campaignId);
     if (!mark) return undefined;
     if (mark.pending.has(userId)) return undefined;
@@ -122,7 +127,12 @@ export class SoldOutCachingGate implements SlotGate {
   async claimSlot(campaignId: string, userId: string): Promise<ClaimOutcome> {
     const known = this.knownOutcome(campaignId, userId);
     if (known) return known;
+    const openings = this.options.openings;
+    const sentAt = openings?.now();
     const outcome = await this.gate.claimSlot(campaignId, userId);
+    if (openings && sentAt !== undefined && outcome.status === 'not-started' && outcome.now) {
+      openings.learn(campaignId, outcome.opensAt, outcome.now, sentAt);
+    }
     if (outcome.status === 'sold-out' || (outcome.status === 'claimed' && outcome.remaining === 0)) {
       this.markSoldOut(campaignId);
     }
