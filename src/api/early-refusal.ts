@@ -104,6 +104,9 @@ export function earlyRefusalHandler(deps: {
       // for someone) before the token is verified.
       const judgeAs = (userId: string) => {
         users.verified.set(request, userId);
+        // Verified: nothing after this reads the token, and connect would copy it, character
+        // by character, into the web Headers of the call.
+        delete request.headers.authorization;
         call.userId = userId;
         judge(body, call);
       };
