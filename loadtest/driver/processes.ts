@@ -12,6 +12,15 @@ export interface Started {
   stop(): Promise<void>;
 }
 
+/** Children still running, killed outright if the bench exits without stopping them (a crash). */
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+/** How long a child may drain after SIGTERM before it is killed. */
+const STOP_GRACE_MS = 15_000;
+
 /** CPU seconds of a process and its live descendants, from /proc (Linux only). */
 function cpuSecondsOfTree(pid: number): number | undefined {
   try {
@@ -34,7 +43,9 @@ export async function startProcess(entry: string, env: Record<string, string>): 
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  running.add(child);
   const exited = once(child, 'exit');
+  void exited.then(() => running.delete(child));
   const port = await new Promise<number>((resolve, reject) => {
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
       try {
@@ -51,8 +62,16 @@ export async function startProcess(entry: string, env: Record<string, string>): 
     process: child,
     cpuSeconds: () => (child.pid === undefined ? undefined : cpuSecondsOfTree(child.pid)),
     async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
-      await exited;
+      const drained = await Promise.race([
+        exited.then(() => true),
+        new Promise<false>((resolve) => setTimeout(resolve, STOP_GRACE_MS, false).unref()),
+      ]);
+      if (!drained) {
+        child.kill('SIGKILL');
+        await exited;
+      }
     },
   };
 }
