@@ -19,7 +19,12 @@
  * Both also check Redis against MySQL for every campaign (remaining + rows == amount, the served
  * users are the holders, no claim left pending). On a machine of 2 cores they show correctness and
  * overhead, not speed-up.
+ *   npm run bench -- --haproxy              the instances behind HAProxy (round-robin per request)
  *   npm run bench -- --scenarios capacity   the capacity model's figures (see capacity.ts)
+ *   npm run bench -- --service-logs         the services' warnings and errors on stderr
+ *
+ * Without --database-url it uses a database of its own, coupon_bench_<run>, dropped at the end
+ * (kept when a check failed), so benches run side by side do not drop each other's.
  *
  * Prints a table and writes JSON to loadtest/results/. Exits 1 if any count does not verify.
  */
@@ -41,6 +46,7 @@ import {
   printCapacity,
   type ShardClaimsResult,
 } from './capacity.ts';
+import { type Haproxy, haproxyAvailable, startHaproxy } from './driver/haproxy.ts';
 import { connectJsonRequest } from './driver/http1-client.ts';
 import {
   callOnce,
@@ -59,7 +65,9 @@ const { values: args } = parseArgs({
   options: {
     url: { type: 'string' },
     'noop-url': { type: 'string' },
-    'database-url': { type: 'string', default: 'mysql://root@127.0.0.1:3306/coupon_bench' },
+    // Absent: a database of this run's own (coupon_bench_<run>), dropped at the end unless a check
+    // failed, so that two benches on one machine never drop each other's.
+    'database-url': { type: 'string' },
     scenarios: { type: 'string', default: 'noop,issue,issue-jwt,rush,storm,arrival1000,arrival3000,get100k' },
     connections: { type: 'string', default: '64' },
     duration: { type: 'string', default: '15' },
@@ -70,6 +78,8 @@ const { values: args } = parseArgs({
     // No defaults: absent, the run (and its JSON) is exactly the single-instance bench.
     instances: { type: 'string' },
     'redis-cluster': { type: 'boolean' },
+    haproxy: { type: 'boolean' },
+    'service-logs': { type: 'boolean' },
   },
 });
 
@@ -86,19 +96,31 @@ const scenarios = new Set(args.scenarios.split(','));
 // The capacity model's first figure is the issue scenario's server CPU per issue.
 if (scenarios.has('capacity')) scenarios.add('issue');
 const run = randomBytes(3).toString('hex');
-const databaseUrl = args['database-url'];
+/** With --url the service's database cannot be known: the old shared name stays the default. */
+const databaseUrl =
+  args['database-url'] ?? `mysql://root@127.0.0.1:3306/${args.url ? 'coupon_bench' : `coupon_bench_${run}`}`;
+const ownDatabase = args['database-url'] === undefined && !args.url;
+async function dropOwnDatabase(): Promise<void> {
+  if (!ownDatabase) return;
+  const db = await mysql.createConnection(new URL('/', databaseUrl).toString());
+  await db.query(`drop database if exists \`${new URL(databaseUrl).pathname.slice(1)}\``);
+  await db.end();
+}
 const instanceCount = Number(args.instances ?? 1);
 const onRedisCluster = args['redis-cluster'] === true;
-/** Scaled out: several instances, or a Redis Cluster; Redis is then checked against MySQL too. */
-const scaledOut = instanceCount > 1 || onRedisCluster;
+const behindHaproxy = args.haproxy === true;
+/** Scaled out: several instances, a Redis Cluster or HAProxy; Redis is then checked against MySQL too. */
+const scaledOut = instanceCount > 1 || onRedisCluster || behindHaproxy;
 if (!Number.isInteger(instanceCount) || instanceCount < 1 || instanceCount > 64) {
   throw new Error(`--instances must be a whole number from 1 to 64, got ${args.instances}`);
 }
-if (args.url && (args.instances !== undefined || onRedisCluster)) {
+if (args.url && (args.instances !== undefined || onRedisCluster || behindHaproxy)) {
   throw new Error(
-    '--instances and --redis-cluster start the topology here; with --url, list the instances (--url http://a:8080,http://b:8080)',
+    '--instances, --redis-cluster and --haproxy start the topology here; with --url, list the instances (--url http://a:8080,http://b:8080)',
   );
 }
+if (behindHaproxy && !haproxyAvailable())
+  throw new Error('--haproxy needs haproxy on PATH (Debian package haproxy)');
 const keyPrefix = `bench:${run}:`;
 let redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -111,6 +133,8 @@ function targetOf(url: string): Target {
 interface Server {
   readonly instances: readonly Target[];
   readonly cpuSeconds?: () => number | undefined;
+  /** With --haproxy: the proxy's own CPU, apart from the instances'. */
+  readonly proxyCpuSeconds?: () => number | undefined;
 }
 
 function serverOf(urls: string): Server {
@@ -127,10 +151,12 @@ let ownRedis: Awaited<ReturnType<typeof startOwnRedis>> | undefined;
 /** The bench's own connection to the services' Redis, when it checks Redis or reads its CPU. */
 let redis: RedisBackend | undefined;
 let stopping: Promise<void> | undefined;
+const proxies: Haproxy[] = [];
 
-/** Stops every process the bench started: the services first (they drain), then the Redis Cluster. */
+/** Stops every process the bench started: the proxies and services first (they drain), then Redis. */
 function stopEverything(): Promise<void> {
   stopping ??= (async () => {
+    await Promise.allSettled(proxies.map((proxy) => proxy.stop()));
     await Promise.allSettled(started.map((process) => process.stop()));
     await redis?.close();
     await cluster?.stop();
@@ -144,21 +170,36 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     if (exiting) return;
     exiting = true;
     console.error(`\n${signal}: stopping every process the bench started`);
-    void stopEverything().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+    void stopEverything()
+      .then(dropOwnDatabase)
+      .catch(() => undefined)
+      .finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
   });
 }
 
-/** `count` instances of an entry point; the first alone, so that it applies the migrations. */
-async function startInstances(entry: string, env: Record<string, string>, count: number): Promise<Server> {
+/**
+ * `count` instances of an entry point; the first alone, so that it applies the migrations. With
+ * --haproxy, the server is the proxy in front of them.
+ */
+async function startInstances(
+  entry: string,
+  env: Record<string, string>,
+  count: number,
+  readiness = true,
+): Promise<Server> {
   const startOne = async () => {
-    const instance = await startProcess(entry, env);
+    const instance = await startProcess(entry, env, { echoWarnings: args['service-logs'] === true });
     started.push(instance);
     return instance;
   };
   const instances = [await startOne()];
   instances.push(...(await Promise.all(Array.from({ length: count - 1 }, startOne))));
+  const addresses = instances.map((instance) => ({ host: '127.0.0.1', port: instance.port }));
+  const proxy = behindHaproxy ? await startHaproxy(addresses, readiness) : undefined;
+  if (proxy) proxies.push(proxy);
   return {
-    instances: instances.map((instance) => ({ host: '127.0.0.1', port: instance.port })),
+    instances: proxy ? [{ host: '127.0.0.1', port: proxy.port }] : addresses,
+    ...(proxy && { proxyCpuSeconds: proxy.cpuSeconds }),
     cpuSeconds: () => {
       let total = 0;
       for (const instance of instances) {
@@ -199,7 +240,7 @@ async function serviceTarget(extraEnv: Record<string, string> = {}): Promise<Ser
 async function noopTarget(): Promise<Server | undefined> {
   if (args['noop-url']) return serverOf(args['noop-url']);
   if (args.url) return undefined;
-  return startInstances('../noop-server.ts', { PORT: '0' }, instanceCount);
+  return startInstances('../noop-server.ts', { PORT: '0' }, instanceCount, false);
 }
 
 interface BenchCampaign {
@@ -461,6 +502,8 @@ interface Row {
   result?: LoadResult;
   /** Server CPU per request, in microseconds (servers started here, on Linux). */
   serverCpuUs?: number;
+  /** With --haproxy: the proxy's CPU per request, µs. */
+  proxyCpuUs?: number;
   verify?: string;
   note?: string;
   /** Scaled out: what each Redis master (and MariaDB) spent, and the requests of each master's campaigns. */
@@ -487,7 +530,11 @@ function requestsByMaster(campaigns: readonly BenchCampaign[], tally: Tally): Re
 
 const topologyNote = () =>
   `${instanceCount} service instance${instanceCount > 1 ? 's' : ''} (WORKERS=${args.workers} each${
-    instanceCount > 1 ? ", the driver's connections spread over them round-robin" : ''
+    behindHaproxy
+      ? ', behind HAProxy: round-robin per request; its CPU is not in server us/req'
+      : instanceCount > 1
+        ? ", the driver's connections spread over them round-robin"
+        : ''
   }) on ${
     cluster
       ? `a Redis Cluster of 3 masters + 3 replicas started here (${cluster.seeds}), each scenario's campaigns one per master`
@@ -579,6 +626,7 @@ try {
     tally?: Tally;
     runs: LoadRun[];
     cpuSeconds?: number;
+    proxyCpuSeconds?: number;
     backends?: BackendUse;
     signed?: boolean;
   }[] = [];
@@ -609,6 +657,7 @@ try {
   for (let round = 0; round < rounds; round++) {
     for (const scenario of compared) {
       const cpuBefore = scenario.target.cpuSeconds?.();
+      const proxyBefore = scenario.target.proxyCpuSeconds?.();
       const before = scenario.tally ? await sampleBackends() : undefined;
       scenario.runs.push(
         await measureLoad(scenario.target.instances, {
@@ -627,6 +676,9 @@ try {
       const cpuAfter = scenario.target.cpuSeconds?.();
       if (cpuBefore !== undefined && cpuAfter !== undefined)
         scenario.cpuSeconds = (scenario.cpuSeconds ?? 0) + cpuAfter - cpuBefore;
+      const proxyAfter = scenario.target.proxyCpuSeconds?.();
+      if (proxyBefore !== undefined && proxyAfter !== undefined)
+        scenario.proxyCpuSeconds = (scenario.proxyCpuSeconds ?? 0) + proxyAfter - proxyBefore;
       if (before) scenario.backends = addUse(scenario.backends, before, await sampleBackends());
     }
   }
@@ -636,6 +688,10 @@ try {
       scenario.cpuSeconds === undefined
         ? undefined
         : Math.round((scenario.cpuSeconds / result.requests) * 1e6);
+    const proxyCpuUs =
+      scenario.proxyCpuSeconds === undefined
+        ? undefined
+        : Math.round((scenario.proxyCpuSeconds / result.requests) * 1e6);
     const perShard =
       scenario.backends && scenario.tally && typeof scenario.campaigns !== 'string'
         ? {
@@ -675,6 +731,7 @@ try {
         ...perShard,
       });
     }
+    if (proxyCpuUs !== undefined) (rows.at(-1) as Row).proxyCpuUs = proxyCpuUs;
   }
   for (const rate of [1000, 3000]) {
     if (!scenarios.has(`arrival${rate}`)) continue;
@@ -810,6 +867,12 @@ if (scaledOut && shardRows.length > 0) {
     console.log(`  ${pad(candidate.scenario, 40)}${cells.join(' | ')}${mysqlUs}`);
   }
 }
+const proxied = rows.filter((candidate) => candidate.proxyCpuUs !== undefined);
+if (proxied.length > 0) {
+  console.log(
+    `\nHAProxy CPU per request: ${proxied.map((candidate) => `${candidate.scenario} ${candidate.proxyCpuUs} µs`).join(', ')}`,
+  );
+}
 let capacityModel: Record<string, unknown> | undefined;
 if (scenarios.has('capacity')) {
   const issue = row('issue (');
@@ -855,5 +918,7 @@ writeFileSync(
     2,
   ),
 );
+if (ownDatabase && failed) console.log(`\ndatabase kept for inspection: ${databaseUrl}`);
+else await dropOwnDatabase();
 console.log(`\nresults: ${file.pathname}${failed ? '\nVERIFY FAILED' : ''}`);
 process.exitCode = failed ? 1 : 0;

@@ -384,11 +384,13 @@ export function printCapacity(
     const atBatching =
       sent === undefined
         ? undefined
-        : ([...shard].reverse().find((result) => result.batch <= sent) ?? shard[0]);
+        : [...shard].sort(
+            (a, b) => Math.abs(Math.log(a.batch / sent)) - Math.abs(Math.log(b.batch / sent)),
+          )[0];
     if (atBatching) {
       const ceiling = 1e6 / median(atBatching.redisCpuUs);
       lines.push(
-        `    -> one shard (a core of its own) at the batching one loaded instance sent (${sent?.toFixed(1)} claims a call; read at ${atBatching.batch}): ~${Math.round(ceiling).toLocaleString('en-US')} claims/s = ${(ceiling / perCore).toFixed(0)} instance-cores of one campaign`,
+        `    -> one shard (a core of its own) at the batching one loaded instance sent (${sent?.toFixed(1)} claims a call; read at the nearest measured, ${atBatching.batch}): ~${Math.round(ceiling).toLocaleString('en-US')} claims/s = ${(ceiling / perCore).toFixed(0)} instance-cores of one campaign`,
       );
       model.shardClaimsPerSecondAtBatching = Math.round(ceiling);
     }

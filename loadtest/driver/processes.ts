@@ -36,8 +36,15 @@ function cpuSecondsOfTree(pid: number): number | undefined {
   }
 }
 
-/** Starts a TypeScript entry point with Node and waits for its "listening" log line. */
-export async function startProcess(entry: string, env: Record<string, string>): Promise<Started> {
+/**
+ * Starts a TypeScript entry point with Node and waits for its "listening" log line; with
+ * `echoWarnings`, its log lines of level warn and above go on to stderr.
+ */
+export async function startProcess(
+  entry: string,
+  env: Record<string, string>,
+  options: { readonly echoWarnings?: boolean } = {},
+): Promise<Started> {
   const file = fileURLToPath(new URL(entry, import.meta.url));
   const child = spawn(process.execPath, [file], {
     env: { ...process.env, ...env },
@@ -49,7 +56,8 @@ export async function startProcess(entry: string, env: Record<string, string>): 
   const port = await new Promise<number>((resolve, reject) => {
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
       try {
-        const entry = JSON.parse(line) as { msg?: string; port?: number };
+        const entry = JSON.parse(line) as { msg?: string; port?: number; level?: number };
+        if (options.echoWarnings && (entry.level ?? 0) >= 40) console.error(line);
         if (entry.msg === 'coupon-service listening' && entry.port) resolve(entry.port);
       } catch {
         // not JSON
