@@ -103,7 +103,10 @@ const ownDatabase = args['database-url'] === undefined && !args.url;
 async function dropOwnDatabase(): Promise<void> {
   if (!ownDatabase) return;
   const db = await mysql.createConnection(new URL('/', databaseUrl).toString());
-  await db.query(`drop database if exists \`${new URL(databaseUrl).pathname.slice(1)}\``);
+  const name = new URL(databaseUrl).pathname.slice(1);
+  // The capacity scenario's database too, left behind if the run was interrupted during it.
+  await db.query(`drop database if exists \`${name}\``);
+  await db.query(`drop database if exists \`${name}_capacity\``);
   await db.end();
 }
 const instanceCount = Number(args.instances ?? 1);
