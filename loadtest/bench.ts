@@ -891,6 +891,7 @@ if (scenarios.has('capacity')) {
     issue?.serverCpuUs !== undefined && issue.result
       ? {
           serviceUs: issue.serverCpuUs,
+          instances: instanceCount,
           perSecond: issue.result.perSecond,
           ...(redisSeconds !== undefined &&
             requests > 0 && { redisUs: Math.round((redisSeconds / requests) * 1e6) }),

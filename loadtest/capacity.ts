@@ -313,6 +313,8 @@ export interface IssueCost {
   readonly serviceUs: number;
   readonly redisUs?: number;
   readonly mysqlUs?: number;
+  /** Instances the issue scenario ran on (the model is meant for one, loaded). */
+  readonly instances: number;
   /** Claims per script call the instance sent (its per-turn batching at that load). */
   readonly claimsPerCall?: number;
   readonly perSecond: number;
@@ -335,7 +337,7 @@ export function printCapacity(
     const perCore = 1e6 / issue.serviceUs;
     model.issuesPerSecondPerCore = Math.round(perCore);
     lines.push(
-      `(a) one instance (WORKERS=1): ${issue.serviceUs} µs of service CPU per issue -> ${Math.round(perCore).toLocaleString('en-US')} issues/s per core` +
+      `(a) ${issue.instances === 1 ? 'one instance' : `${issue.instances} instances, each less loaded than one alone would be`} (WORKERS=1): ${issue.serviceUs} µs of service CPU per issue -> ${Math.round(perCore).toLocaleString('en-US')} issues/s per core` +
         ` (measured ${issue.perSecond.toLocaleString('en-US')}/s on this shared machine)` +
         `${issue.redisUs !== undefined ? `; redis-server ${issue.redisUs} µs` : ''}${issue.mysqlUs !== undefined ? `, MariaDB ${issue.mysqlUs} µs per issue` : ''}` +
         (issue.claimsPerCall !== undefined
