@@ -11,13 +11,42 @@
  *   npm run bench -- --url http://host:8080 --database-url mysql://...   an already running service
  *   npm run bench -- --warmup 0            no warm-up load before the measured runs (default 4 s)
  *
+ * Scaled out (each flag alone or both):
+ *   npm run bench -- --instances 4          four service instances (WORKERS=1 each), the driver's
+ *                                          connections spread over them round-robin
+ *   npm run bench -- --redis-cluster        on a Redis Cluster of 3 masters + 3 replicas started here
+ *                                          from redis-server; each scenario's campaigns one per master
+ * Both also check Redis against MySQL for every campaign (remaining + rows == amount, the served
+ * users are the holders, no claim left pending). On a machine of 2 cores they show correctness and
+ * overhead, not speed-up.
+ *   npm run bench -- --haproxy              the instances behind HAProxy (round-robin per request)
+ *   npm run bench -- --scenarios capacity   the capacity model's figures (see capacity.ts)
+ *   npm run bench -- --service-logs         the services' warnings and errors on stderr
+ *
+ * Without --database-url it uses a database of its own, coupon_bench_<run>, dropped at the end
+ * (kept when a check failed), so benches run side by side do not drop each other's.
+ *
  * Prints a table and writes JSON to loadtest/results/. Exits 1 if any count does not verify.
  */
+
+import { spawnSync } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import mysql from 'mysql2/promise';
+import { type RedisClusterHarness, startRedisCluster } from '../test/support/redis-cluster.ts';
+import {
+  cpuSecondsOf,
+  type DurabilitySettings,
+  findMysqlPid,
+  type GroupCommitResult,
+  measureGroupCommit,
+  measureShardClaims,
+  printCapacity,
+  type ShardClaimsResult,
+} from './capacity.ts';
+import { type Haproxy, haproxyAvailable, startHaproxy } from './driver/haproxy.ts';
 import { connectJsonRequest } from './driver/http1-client.ts';
 import {
   callOnce,
@@ -28,13 +57,17 @@ import {
   summarize,
   type Target,
 } from './driver/load.ts';
+import { startOwnRedis } from './driver/own-redis.ts';
 import { type Started, startProcess } from './driver/processes.ts';
+import { RedisBackend, type ShardSample } from './driver/redis-backend.ts';
 
 const { values: args } = parseArgs({
   options: {
     url: { type: 'string' },
     'noop-url': { type: 'string' },
-    'database-url': { type: 'string', default: 'mysql://root@127.0.0.1:3306/coupon_bench' },
+    // Absent: a database of this run's own (coupon_bench_<run>), dropped at the end unless a check
+    // failed, so that two benches on one machine never drop each other's.
+    'database-url': { type: 'string' },
     scenarios: { type: 'string', default: 'noop,issue,issue-jwt,rush,storm,arrival1000,arrival3000,get100k' },
     connections: { type: 'string', default: '64' },
     duration: { type: 'string', default: '15' },
@@ -42,6 +75,11 @@ const { values: args } = parseArgs({
     workers: { type: 'string', default: '1' },
     warmup: { type: 'string' },
     quick: { type: 'boolean', default: false },
+    // No defaults: absent, the run (and its JSON) is exactly the single-instance bench.
+    instances: { type: 'string' },
+    'redis-cluster': { type: 'boolean' },
+    haproxy: { type: 'boolean' },
+    'service-logs': { type: 'boolean' },
   },
 });
 
@@ -55,47 +93,199 @@ const rushUsers = quick ? 10_000 : 50_000;
 const rushAmount = quick ? 2_000 : 10_000;
 const bigCampaign = quick ? 20_000 : 100_000;
 const scenarios = new Set(args.scenarios.split(','));
+// The capacity model's first figure is the issue scenario's server CPU per issue.
+if (scenarios.has('capacity')) scenarios.add('issue');
 const run = randomBytes(3).toString('hex');
-const databaseUrl = args['database-url'];
+/** With --url the service's database cannot be known: the old shared name stays the default. */
+const databaseUrl =
+  args['database-url'] ?? `mysql://root@127.0.0.1:3306/${args.url ? 'coupon_bench' : `coupon_bench_${run}`}`;
+const ownDatabase = args['database-url'] === undefined && !args.url;
+async function dropOwnDatabase(): Promise<void> {
+  if (!ownDatabase) return;
+  const db = await mysql.createConnection(new URL('/', databaseUrl).toString());
+  const name = new URL(databaseUrl).pathname.slice(1);
+  // The capacity scenario's database too, left behind if the run was interrupted during it.
+  await db.query(`drop database if exists \`${name}\``);
+  await db.query(`drop database if exists \`${name}_capacity\``);
+  await db.end();
+}
+const instanceCount = Number(args.instances ?? 1);
+const onRedisCluster = args['redis-cluster'] === true;
+const behindHaproxy = args.haproxy === true;
+/** Scaled out: several instances, a Redis Cluster or HAProxy; Redis is then checked against MySQL too. */
+const scaledOut = instanceCount > 1 || onRedisCluster || behindHaproxy;
+if (!Number.isInteger(instanceCount) || instanceCount < 1 || instanceCount > 64) {
+  throw new Error(`--instances must be a whole number from 1 to 64, got ${args.instances}`);
+}
+if (args.url && (args.instances !== undefined || onRedisCluster || behindHaproxy)) {
+  throw new Error(
+    '--instances, --redis-cluster and --haproxy start the topology here; with --url, list the instances (--url http://a:8080,http://b:8080)',
+  );
+}
+if (behindHaproxy && !haproxyAvailable())
+  throw new Error('--haproxy needs haproxy on PATH (Debian package haproxy)');
+const keyPrefix = `bench:${run}:`;
+let redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 function targetOf(url: string): Target {
   const parsed = new URL(url);
   return { host: parsed.hostname, port: Number(parsed.port || 80) };
 }
 
-/** A server under test; started here, its CPU use can be read. */
-interface Server extends Target {
+/** A server under test: one or more instances sharing the driver's connections; started here, its CPU use can be read. */
+interface Server {
+  readonly instances: readonly Target[];
   readonly cpuSeconds?: () => number | undefined;
+  /** With --haproxy: the proxy's own CPU, apart from the instances'. */
+  readonly proxyCpuSeconds?: () => number | undefined;
 }
 
+function serverOf(urls: string): Server {
+  return { instances: urls.split(',').map(targetOf) };
+}
+
+/** The first instance: where setup calls (create a campaign, read one) go. */
+const first = (server: Server) => server.instances[0] as Target;
+
 const started: Started[] = [];
-/** The service; a second instance (same database and keys) may be started with more settings. */
+let cluster: RedisClusterHarness | undefined;
+/** A redis-server of the bench's own (capacity figures), so that its CPU and calls are the services' alone. */
+let ownRedis: Awaited<ReturnType<typeof startOwnRedis>> | undefined;
+/** The bench's own connection to the services' Redis, when it checks Redis or reads its CPU. */
+let redis: RedisBackend | undefined;
+let stopping: Promise<void> | undefined;
+const proxies: Haproxy[] = [];
+
+/** Stops every process the bench started: the proxies and services first (they drain), then Redis. */
+function stopEverything(): Promise<void> {
+  stopping ??= (async () => {
+    await Promise.allSettled(proxies.map((proxy) => proxy.stop()));
+    await Promise.allSettled(started.map((process) => process.stop()));
+    await redis?.close();
+    await cluster?.stop();
+    await ownRedis?.stop();
+  })();
+  return stopping;
+}
+let exiting = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (exiting) return;
+    exiting = true;
+    console.error(`\n${signal}: stopping every process the bench started`);
+    void stopEverything()
+      .then(dropOwnDatabase)
+      .catch(() => undefined)
+      .finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  });
+}
+
+/**
+ * `count` instances of an entry point; the first alone, so that it applies the migrations. With
+ * --haproxy, the server is the proxy in front of them.
+ */
+async function startInstances(
+  entry: string,
+  env: Record<string, string>,
+  count: number,
+  readiness = true,
+): Promise<Server> {
+  const startOne = async () => {
+    const instance = await startProcess(entry, env, { echoWarnings: args['service-logs'] === true });
+    started.push(instance);
+    return instance;
+  };
+  const instances = [await startOne()];
+  instances.push(...(await Promise.all(Array.from({ length: count - 1 }, startOne))));
+  const addresses = instances.map((instance) => ({ host: '127.0.0.1', port: instance.port }));
+  const proxy = behindHaproxy ? await startHaproxy(addresses, readiness) : undefined;
+  if (proxy) proxies.push(proxy);
+  return {
+    instances: proxy ? [{ host: '127.0.0.1', port: proxy.port }] : addresses,
+    ...(proxy && { proxyCpuSeconds: proxy.cpuSeconds }),
+    cpuSeconds: () => {
+      let total = 0;
+      for (const instance of instances) {
+        const seconds = instance.cpuSeconds();
+        if (seconds === undefined) return undefined;
+        total += seconds;
+      }
+      return total;
+    },
+  };
+}
+
+/** The service; a second set of instances (same database and keys) may be started with more settings. */
 async function serviceTarget(extraEnv: Record<string, string> = {}): Promise<Server> {
-  if (args.url) return targetOf(args.url);
+  if (args.url) return serverOf(args.url);
   if (Object.keys(extraEnv).length === 0) {
     const db = await mysql.createConnection(new URL('/', databaseUrl).toString());
     await db.query(`drop database if exists \`${new URL(databaseUrl).pathname.slice(1)}\``);
     await db.end();
   }
-  const service = await startProcess('../../src/main.ts', {
-    PORT: '0',
-    HOST: '127.0.0.1',
-    DATABASE_URL: databaseUrl,
-    REDIS_KEY_PREFIX: `bench:${run}:`,
-    LOG_LEVEL: 'info',
-    WORKERS: args.workers,
-    ...extraEnv,
-  });
-  started.push(service);
-  return { host: '127.0.0.1', port: service.port, cpuSeconds: service.cpuSeconds };
+  return startInstances(
+    '../../src/main.ts',
+    {
+      PORT: '0',
+      HOST: '127.0.0.1',
+      DATABASE_URL: databaseUrl,
+      REDIS_KEY_PREFIX: keyPrefix,
+      LOG_LEVEL: 'info',
+      WORKERS: args.workers,
+      ...(cluster && { REDIS_CLUSTER_NODES: cluster.seeds }),
+      ...(ownRedis && { REDIS_URL: ownRedis.url }),
+      ...extraEnv,
+    },
+    instanceCount,
+  );
 }
+/** The no-op baseline, as many instances as the service so that both see the same topology. */
 async function noopTarget(): Promise<Server | undefined> {
-  if (args['noop-url']) return targetOf(args['noop-url']);
+  if (args['noop-url']) return serverOf(args['noop-url']);
   if (args.url) return undefined;
-  const noop = await startProcess('../noop-server.ts', { PORT: '0' });
-  started.push(noop);
-  return { host: '127.0.0.1', port: noop.port, cpuSeconds: noop.cpuSeconds };
+  return startInstances('../noop-server.ts', { PORT: '0' }, instanceCount, false);
 }
+
+interface BenchCampaign {
+  readonly id: string;
+  readonly name: string;
+  readonly amount: number;
+  /** The Redis master owning its slot (scaled out only). */
+  readonly master?: string;
+}
+
+/**
+ * A scenario's campaigns: one; on a Redis Cluster one per master (created until every master
+ * owns one), so that every shard takes its share of the scenario.
+ */
+async function createCampaigns(server: Server, amount: number): Promise<BenchCampaign[]> {
+  if (!redis?.isCluster) {
+    const campaign = await createCampaign(first(server), amount);
+    return [{ ...campaign, amount, ...(redis && { master: redis.masterOf(campaign.id) }) }];
+  }
+  const masters = redis.masters();
+  const byMaster = new Map<string, BenchCampaign>();
+  for (let attempt = 0; byMaster.size < masters.length; attempt++) {
+    if (attempt > 40 * masters.length) throw new Error(`no campaign landed on some of ${masters.join(', ')}`);
+    const campaign = await createCampaign(first(server), amount);
+    const master = redis.masterOf(campaign.id);
+    if (!byMaster.has(master)) byMaster.set(master, { ...campaign, amount, master });
+  }
+  return masters.map((master) => byMaster.get(master) as BenchCampaign);
+}
+
+/** Outcomes per campaign of a scenario whose user i goes to campaign i modulo their number. */
+function tallyOf(campaigns: readonly BenchCampaign[]) {
+  const counts = campaigns.map(() => ({}) as Record<string, number>);
+  return {
+    counts,
+    onOutcome(i: number, outcome: string) {
+      const count = counts[i % campaigns.length] as Record<string, number>;
+      count[outcome] = (count[outcome] ?? 0) + 1;
+    },
+  };
+}
+type Tally = ReturnType<typeof tallyOf>;
 
 async function createCampaign(target: Target, amount: number): Promise<{ id: string; name: string }> {
   const name = `bench-${run}-${amount}-${randomBytes(2).toString('hex')}`;
@@ -121,13 +311,15 @@ function userToken(sub: string): string {
 }
 
 function issueRequests(
-  target: Target,
-  campaignId: string,
+  target: Server,
+  campaigns: string | readonly BenchCampaign[],
   prefix: string,
   limit = Number.POSITIVE_INFINITY,
   signed = false,
 ) {
-  const host = `${target.host}:${target.port}`;
+  const { host: hostName, port } = first(target);
+  const host = `${hostName}:${port}`;
+  const campaignIds = typeof campaigns === 'string' ? [campaigns] : campaigns.map((campaign) => campaign.id);
   // The body is re-encoded per request only for the user id; everything else is fixed.
   return (i: number) => {
     if (i >= limit) return undefined;
@@ -135,7 +327,7 @@ function issueRequests(
     return connectJsonRequest(
       host,
       'IssueCoupon',
-      { campaignId, userId },
+      { campaignId: campaignIds[i % campaignIds.length], userId },
       signed ? [`Authorization: Bearer ${userToken(userId)}`] : [],
     );
   };
@@ -144,6 +336,7 @@ function issueRequests(
 interface Verification {
   readonly ok: boolean;
   readonly detail: string;
+  readonly rows: number;
 }
 
 async function verify(campaignId: string, successes: number, expectedRows?: number): Promise<Verification> {
@@ -167,10 +360,125 @@ async function verify(campaignId: string, successes: number, expectedRows?: numb
     return {
       ok: problems.length === 0,
       detail: problems.length === 0 ? `PASS (${rows} rows)` : `FAIL: ${problems.join('; ')}`,
+      rows,
     };
   } finally {
     await db.end();
   }
+}
+
+/**
+ * Redis against MySQL for one campaign, once its claims are settled (a claim's confirmation may
+ * follow its answer by a moment): remaining + rows == amount, and the users Redis marks served
+ * are exactly the holders.
+ */
+async function verifyGate(campaign: BenchCampaign): Promise<string[]> {
+  const gate = redis as RedisBackend;
+  const db = await mysql.createConnection(databaseUrl);
+  try {
+    const deadline = Date.now() + 10_000;
+    let counts = await gate.gateCounts(campaign.id);
+    while (counts.pending > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      counts = await gate.gateCounts(campaign.id);
+    }
+    const [holderRows] = (await db.query('select user_id from coupon where campaign_id = ?', [
+      campaign.id,
+    ])) as unknown as [{ user_id: string }[]];
+    const holders = new Set(holderRows.map((row) => row.user_id));
+    const problems: string[] = [];
+    if (counts.pending > 0) problems.push(`${counts.pending} claims still pending in Redis`);
+    if (counts.remaining === null) {
+      if (holders.size > 0) problems.push('no gate state in Redis');
+      return problems;
+    }
+    if (counts.remaining + holders.size !== campaign.amount)
+      problems.push(
+        `redis remaining ${counts.remaining} + rows ${holders.size} != amount ${campaign.amount}`,
+      );
+    const served = new Set(counts.users);
+    const blocked = counts.users.filter((user) => !holders.has(user)).length;
+    const unknown = [...holders].filter((user) => !served.has(user)).length;
+    if (blocked > 0) problems.push(`${blocked} users marked served in Redis hold no coupon`);
+    if (unknown > 0) problems.push(`${unknown} holders not marked served in Redis`);
+    return problems;
+  } finally {
+    await db.end();
+  }
+}
+
+/**
+ * A scenario's counts: in MySQL (as `verify`); scaled out, for each campaign against its own
+ * successes, and Redis against MySQL.
+ */
+async function verifyScenario(
+  campaigns: readonly BenchCampaign[],
+  tally: Tally,
+  result: LoadResult,
+  expectedRowsEach?: number,
+): Promise<Verification> {
+  if (!scaledOut)
+    return verify((campaigns[0] as BenchCampaign).id, result.outcomes.ok ?? 0, expectedRowsEach);
+  const problems: string[] = [];
+  const rowsEach: number[] = [];
+  for (const [i, campaign] of campaigns.entries()) {
+    const label = campaigns.length > 1 ? `${campaign.master}: ` : '';
+    const check = await verify(campaign.id, tally.counts[i]?.ok ?? 0, expectedRowsEach);
+    rowsEach.push(check.rows);
+    if (!check.ok) problems.push(label + check.detail.replace(/^FAIL: /, ''));
+    for (const problem of await verifyGate(campaign)) problems.push(label + problem);
+  }
+  const rows = rowsEach.reduce((sum, each) => sum + each, 0);
+  const where =
+    campaigns.length > 1
+      ? `: ${rowsEach.join(' + ')} on ${campaigns.map((campaign) => campaign.master).join(', ')}`
+      : '';
+  return {
+    ok: problems.length === 0,
+    detail:
+      problems.length === 0 ? `PASS (${rows} rows${where}; redis agrees)` : `FAIL: ${problems.join('; ')}`,
+    rows,
+  };
+}
+
+/** What a scenario cost each Redis master (and MariaDB) while it ran, for per-shard figures. */
+interface BackendUse {
+  /** By master, `host:port`. */
+  readonly shards: Record<string, ShardSample>;
+  mysqlCpuSeconds?: number;
+}
+const mysqlPid = findMysqlPid();
+
+async function sampleBackends(): Promise<BackendUse | undefined> {
+  if (!redis) return undefined;
+  const mysqlCpuSeconds = mysqlPid === undefined ? undefined : cpuSecondsOf(mysqlPid);
+  return {
+    shards: Object.fromEntries(await redis.sample()),
+    ...(mysqlCpuSeconds !== undefined && { mysqlCpuSeconds }),
+  };
+}
+
+/** Adds what happened between two samples to `total`. */
+function addUse(
+  total: BackendUse | undefined,
+  before: BackendUse | undefined,
+  after: BackendUse | undefined,
+) {
+  if (!before || !after) return total;
+  const sum: BackendUse = total ?? { shards: {} };
+  for (const [address, end] of Object.entries(after.shards)) {
+    const start = before.shards[address];
+    if (!start) continue;
+    const so = sum.shards[address] ?? { cpuSeconds: 0, scriptCalls: 0, commands: 0 };
+    sum.shards[address] = {
+      cpuSeconds: so.cpuSeconds + end.cpuSeconds - start.cpuSeconds,
+      scriptCalls: so.scriptCalls + end.scriptCalls - start.scriptCalls,
+      commands: so.commands + end.commands - start.commands,
+    };
+  }
+  if (before.mysqlCpuSeconds !== undefined && after.mysqlCpuSeconds !== undefined)
+    sum.mysqlCpuSeconds = (sum.mysqlCpuSeconds ?? 0) + after.mysqlCpuSeconds - before.mysqlCpuSeconds;
+  return sum;
 }
 
 async function fillCampaign(campaignId: string, coupons: number): Promise<void> {
@@ -197,13 +505,64 @@ interface Row {
   result?: LoadResult;
   /** Server CPU per request, in microseconds (servers started here, on Linux). */
   serverCpuUs?: number;
+  /** With --haproxy: the proxy's CPU per request, µs. */
+  proxyCpuUs?: number;
   verify?: string;
   note?: string;
+  /** Scaled out: what each Redis master (and MariaDB) spent, and the requests of each master's campaigns. */
+  backends?: BackendUse;
+  requestsByMaster?: Record<string, number>;
 }
 const rows: Row[] = [];
 let failed = false;
+let capacity: {
+  shard: ShardClaimsResult[];
+  commit?: { results: GroupCommitResult[]; settings: DurabilitySettings };
+} = { shard: [] };
+
+/** Requests of a scenario per master, from its campaigns' tallies. */
+function requestsByMaster(campaigns: readonly BenchCampaign[], tally: Tally): Record<string, number> {
+  const byMaster: Record<string, number> = {};
+  for (const [i, campaign] of campaigns.entries()) {
+    if (!campaign.master) continue;
+    const requests = Object.values(tally.counts[i] ?? {}).reduce((sum, count) => sum + count, 0);
+    byMaster[campaign.master] = (byMaster[campaign.master] ?? 0) + requests;
+  }
+  return byMaster;
+}
+
+const topologyNote = () =>
+  `${instanceCount} service instance${instanceCount > 1 ? 's' : ''} (WORKERS=${args.workers} each${
+    behindHaproxy
+      ? ', behind HAProxy: round-robin per request; its CPU is not in server us/req'
+      : instanceCount > 1
+        ? ", the driver's connections spread over them round-robin"
+        : ''
+  }) on ${
+    cluster
+      ? `a Redis Cluster of 3 masters + 3 replicas started here (${cluster.seeds}), each scenario's campaigns one per master`
+      : `the Redis at ${redisUrl}`
+  }. On ${os.cpus().length} cores shared by every instance, Redis node, MariaDB and the driver, this shows correctness and overhead, not speed-up.`;
 
 try {
+  if (onRedisCluster) {
+    const missing = ['redis-server', 'redis-cli'].filter(
+      (tool) => spawnSync(tool, ['--version'], { stdio: 'ignore' }).status !== 0,
+    );
+    if (missing.length > 0)
+      throw new Error(
+        `--redis-cluster starts its nodes from redis-server: ${missing.join(' and ')} not on PATH`,
+      );
+    cluster = await startRedisCluster();
+  }
+  if (scenarios.has('capacity') && !cluster && !args.url) {
+    ownRedis = await startOwnRedis();
+    redisUrl = ownRedis.url;
+  }
+  if ((scaledOut || scenarios.has('capacity')) && !args.url) {
+    redis = await RedisBackend.connect({ url: redisUrl, clusterSeeds: cluster?.seeds, keyPrefix });
+  }
+  if (scaledOut) console.log(`scaled out: ${topologyNote()}`);
   const service = await serviceTarget();
   const noop = scenarios.has('noop') ? await noopTarget() : undefined;
   // A second instance that verifies HS256 user tokens, to compare issuing with and without them.
@@ -214,87 +573,116 @@ try {
 
   // Warm both servers up (JIT, pools, scripts) before anything is measured.
   if (warmUpMs > 0) {
-    const warmUp = await createCampaign(service, 10_000_000);
-    await runLoad(service, {
+    const warmUp = await createCampaigns(service, 10_000_000);
+    await runLoad(service.instances, {
       connections,
       durationMs: warmUpMs,
-      request: issueRequests(service, warmUp.id, `warm-${run}`),
+      request: issueRequests(service, warmUp, `warm-${run}`),
     });
     if (jwtService) {
-      await runLoad(jwtService, {
+      await runLoad(jwtService.instances, {
         connections,
         durationMs: warmUpMs,
-        request: issueRequests(jwtService, warmUp.id, `warm-jwt-${run}`, Number.POSITIVE_INFINITY, true),
+        request: issueRequests(jwtService, warmUp, `warm-jwt-${run}`, Number.POSITIVE_INFINITY, true),
       });
     }
     if (noop)
-      await runLoad(noop, {
+      await runLoad(noop.instances, {
         connections,
         durationMs: warmUpMs,
         request: issueRequests(noop, 'noop', `warm-${run}`),
       });
   }
 
-  let soldOut: { id: string } | undefined;
+  let soldOut: BenchCampaign[] | undefined;
   if (scenarios.has('rush') || scenarios.has('storm')) {
-    const campaign = await createCampaign(service, rushAmount);
-    soldOut = campaign;
-    const result = await runLoad(service, {
+    // On a cluster the stock is split evenly over one campaign per master.
+    const shards = redis?.isCluster ? redis.masters().length : 1;
+    const amountEach = Math.floor(rushAmount / shards);
+    const campaigns = await createCampaigns(service, amountEach);
+    soldOut = campaigns;
+    const tally = tallyOf(campaigns);
+    const before = await sampleBackends();
+    const result = await runLoad(service.instances, {
       connections,
-      request: issueRequests(service, campaign.id, `rush-${run}`, rushUsers),
+      request: issueRequests(service, campaigns, `rush-${run}`, rushUsers),
+      onOutcome: tally.onOutcome,
     });
-    const check = await verify(campaign.id, result.outcomes.ok ?? 0, rushAmount);
+    const backends = addUse(undefined, before, await sampleBackends());
+    const check = await verifyScenario(campaigns, tally, result, amountEach);
     failed ||= !check.ok;
-    rows.push({ scenario: `rush (${rushUsers} users, ${rushAmount} coupons)`, result, verify: check.detail });
+    rows.push({
+      scenario: `rush (${rushUsers} users, ${shards > 1 ? `${shards} x ${amountEach}` : rushAmount} coupons)`,
+      result,
+      verify: check.detail,
+      ...(backends && { backends, requestsByMaster: requestsByMaster(campaigns, tally) }),
+    });
   }
 
   // The scenarios compared with the baseline run in interleaved rounds (noop, issue, storm,
   // noop, ...), so a slow moment of the shared machine weighs on all of them alike.
-  const issueCampaign = scenarios.has('issue') ? await createCampaign(service, 10_000_000) : undefined;
+  const issueCampaigns = scenarios.has('issue') ? await createCampaigns(service, 10_000_000) : undefined;
   const compared: {
     name: string;
     target: Server;
-    campaignId: string;
+    campaigns: string | BenchCampaign[];
+    tally?: Tally;
     runs: LoadRun[];
     cpuSeconds?: number;
+    proxyCpuSeconds?: number;
+    backends?: BackendUse;
     signed?: boolean;
   }[] = [];
-  if (noop) compared.push({ name: 'noop', target: noop, campaignId: 'noop', runs: [] });
+  if (noop) compared.push({ name: 'noop', target: noop, campaigns: 'noop', runs: [] });
   if (noop && scenarios.has('storm'))
-    compared.push({ name: 'noop-refusal', target: noop, campaignId: 'sold-out', runs: [] });
-  if (issueCampaign)
-    compared.push({ name: 'issue', target: service, campaignId: issueCampaign.id, runs: [] });
+    compared.push({ name: 'noop-refusal', target: noop, campaigns: 'sold-out', runs: [] });
+  if (issueCampaigns)
+    compared.push({
+      name: 'issue',
+      target: service,
+      campaigns: issueCampaigns,
+      tally: tallyOf(issueCampaigns),
+      runs: [],
+    });
   if (jwtService) {
-    const jwtCampaign = await createCampaign(service, 10_000_000);
+    const jwtCampaigns = await createCampaigns(service, 10_000_000);
     compared.push({
       name: 'issue-jwt',
       target: jwtService,
-      campaignId: jwtCampaign.id,
+      campaigns: jwtCampaigns,
+      tally: tallyOf(jwtCampaigns),
       runs: [],
       signed: true,
     });
   }
   if (scenarios.has('storm') && soldOut)
-    compared.push({ name: 'storm', target: service, campaignId: soldOut.id, runs: [] });
+    compared.push({ name: 'storm', target: service, campaigns: soldOut, tally: tallyOf(soldOut), runs: [] });
   for (let round = 0; round < rounds; round++) {
     for (const scenario of compared) {
       const cpuBefore = scenario.target.cpuSeconds?.();
+      const proxyBefore = scenario.target.proxyCpuSeconds?.();
+      const before = scenario.tally ? await sampleBackends() : undefined;
       scenario.runs.push(
-        await measureLoad(scenario.target, {
+        await measureLoad(scenario.target.instances, {
           connections,
           durationMs: durationMs / rounds,
           request: issueRequests(
             scenario.target,
-            scenario.campaignId,
+            scenario.campaigns,
             `${scenario.name}-${run}-${round}`,
             Number.POSITIVE_INFINITY,
             scenario.signed,
           ),
+          ...(scenario.tally && { onOutcome: scenario.tally.onOutcome }),
         }),
       );
       const cpuAfter = scenario.target.cpuSeconds?.();
       if (cpuBefore !== undefined && cpuAfter !== undefined)
         scenario.cpuSeconds = (scenario.cpuSeconds ?? 0) + cpuAfter - cpuBefore;
+      const proxyAfter = scenario.target.proxyCpuSeconds?.();
+      if (proxyBefore !== undefined && proxyAfter !== undefined)
+        scenario.proxyCpuSeconds = (scenario.proxyCpuSeconds ?? 0) + proxyAfter - proxyBefore;
+      if (before) scenario.backends = addUse(scenario.backends, before, await sampleBackends());
     }
   }
   for (const scenario of compared) {
@@ -303,12 +691,27 @@ try {
       scenario.cpuSeconds === undefined
         ? undefined
         : Math.round((scenario.cpuSeconds / result.requests) * 1e6);
+    const proxyCpuUs =
+      scenario.proxyCpuSeconds === undefined
+        ? undefined
+        : Math.round((scenario.proxyCpuSeconds / result.requests) * 1e6);
+    const perShard =
+      scenario.backends && scenario.tally && typeof scenario.campaigns !== 'string'
+        ? {
+            backends: scenario.backends,
+            requestsByMaster: requestsByMaster(scenario.campaigns, scenario.tally),
+          }
+        : {};
     if (scenario.name === 'noop') {
       rows.push({ scenario: 'noop IssueCoupon (baseline)', result, serverCpuUs });
     } else if (scenario.name === 'noop-refusal') {
       rows.push({ scenario: 'noop refusal (storm floor)', result, serverCpuUs });
     } else if (scenario.name === 'issue' || scenario.name === 'issue-jwt') {
-      const check = await verify(scenario.campaignId, result.outcomes.ok ?? 0);
+      const check = await verifyScenario(
+        scenario.campaigns as BenchCampaign[],
+        scenario.tally as Tally,
+        result,
+      );
       failed ||= !check.ok;
       rows.push({
         scenario:
@@ -318,6 +721,7 @@ try {
         result,
         serverCpuUs,
         verify: check.detail,
+        ...perShard,
       });
     } else {
       const unexpected = Object.keys(result.outcomes).filter((o) => o !== 'resource_exhausted');
@@ -327,30 +731,43 @@ try {
         result,
         serverCpuUs,
         verify: unexpected.length === 0 ? 'PASS (all sold out)' : `FAIL: ${unexpected.join(',')}`,
+        ...perShard,
       });
     }
+    if (proxyCpuUs !== undefined) (rows.at(-1) as Row).proxyCpuUs = proxyCpuUs;
   }
   for (const rate of [1000, 3000]) {
     if (!scenarios.has(`arrival${rate}`)) continue;
-    const campaign = await createCampaign(service, 10_000_000);
-    const result = await runLoad(service, {
+    const campaigns = await createCampaigns(service, 10_000_000);
+    const tally = tallyOf(campaigns);
+    const before = await sampleBackends();
+    const result = await runLoad(service.instances, {
       connections: Math.max(connections, 128),
       durationMs: arrivalMs,
       ratePerSecond: rate,
-      request: issueRequests(service, campaign.id, `arrival${rate}-${run}`),
+      request: issueRequests(service, campaigns, `arrival${rate}-${run}`),
+      onOutcome: tally.onOutcome,
     });
-    const check = await verify(campaign.id, result.outcomes.ok ?? 0);
+    const backends = addUse(undefined, before, await sampleBackends());
+    const check = await verifyScenario(campaigns, tally, result);
     failed ||= !check.ok;
-    rows.push({ scenario: `constant arrival ${rate}/s`, result, verify: check.detail });
+    rows.push({
+      scenario: `constant arrival ${rate}/s`,
+      result,
+      verify: check.detail,
+      ...(backends && { backends, requestsByMaster: requestsByMaster(campaigns, tally) }),
+    });
   }
   if (scenarios.has('get100k')) {
-    const campaign = await createCampaign(service, bigCampaign);
+    const campaign = await createCampaign(first(service), bigCampaign);
     await fillCampaign(campaign.id, bigCampaign);
     const timings: number[] = [];
     let bytes = 0;
     let codes = 0;
     for (let i = 0; i < 5; i++) {
-      const reply = await callOnce(service, 'GetCampaign', { name: campaign.name });
+      // Scaled out, each read from another instance.
+      const instance = service.instances[i % service.instances.length] as Target;
+      const reply = await callOnce(instance, 'GetCampaign', { name: campaign.name });
       timings.push(reply.ms);
       bytes = reply.bytes;
       codes = (reply.json as { couponCodes: string[] }).couponCodes.length;
@@ -364,8 +781,26 @@ try {
       verify: ok ? `PASS (${codes} codes)` : `FAIL: ${codes} codes`,
     });
   }
+  // The services are stopped first: the back-end figures are measured with nothing else of ours running.
+  await stopEverything();
+  if (scenarios.has('capacity')) {
+    const capacityRounds = quick ? 1 : Math.max(rounds, 3);
+    const shard = await measureShardClaims({
+      batches: [1, 4, 16, 64, 256],
+      durationMs: quick ? 1_000 : 2_000,
+      rounds: capacityRounds,
+    });
+    const commit = await measureGroupCommit({
+      databaseUrl,
+      batches: quick ? [500] : [100, 500],
+      writers: quick ? [1, 4] : [1, 2, 4, 8, 16],
+      durationMs: quick ? 1_000 : 2_000,
+      rounds: capacityRounds,
+    });
+    capacity = { shard, commit };
+  }
 } finally {
-  await Promise.all(started.map((process) => process.stop()));
+  await stopEverything();
 }
 
 const pad = (value: string | number, width: number) => String(value).padEnd(width);
@@ -373,6 +808,7 @@ console.log(
   `\ncoupon-service bench: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'cpu'}), driver on the same machine, ` +
     `${connections} connections, service WORKERS=${args.workers}${quick ? ', quick sizes' : ''}\n`,
 );
+if (scaledOut) console.log(`${topologyNote()}\n`);
 console.log(
   `${pad('scenario', 40)}${pad('requests', 10)}${pad('req/s', 8)}${pad('p50', 8)}${pad('p90', 8)}${pad('p99', 8)}${pad('max ms', 9)}${pad('driver cpu', 11)}${pad('server us/req', 14)}outcomes / verify`,
 );
@@ -408,15 +844,85 @@ if (Object.keys(ratios).length > 0) {
       .join(', ')}`,
   );
 }
+// Per shard: what each master's redis-server spent per request of the campaign it owns, and how
+// many claims one script call carried (the per-turn batching, thinner when load is spread).
+const shardRows = rows.filter((candidate) => candidate.backends && candidate.requestsByMaster);
+if (scaledOut && shardRows.length > 0) {
+  console.log(
+    `\nper shard (${cluster ? 'each master' : 'the one Redis'}: its CPU per request of its campaigns, requests per script call${
+      cluster ? '' : '; shared with whatever else uses that Redis'
+    }; MariaDB CPU per request):`,
+  );
+  for (const candidate of shardRows) {
+    const use = candidate.backends as BackendUse;
+    const requests = candidate.requestsByMaster as Record<string, number>;
+    const cells = Object.entries(requests).map(([master, count]) => {
+      const shard = use.shards[master];
+      if (!shard || count === 0) return `${master} -`;
+      const perCall = shard.scriptCalls > 0 ? (count / shard.scriptCalls).toFixed(1) : '-';
+      return `${master} ${Math.round((shard.cpuSeconds / count) * 1e6)} µs/req, ${count} req / ${shard.scriptCalls} script calls (${perCall}/call)`;
+    });
+    const total = Object.values(requests).reduce((sum, count) => sum + count, 0);
+    const mysqlUs =
+      use.mysqlCpuSeconds !== undefined && total > 0
+        ? `; MariaDB ${Math.round((use.mysqlCpuSeconds / total) * 1e6)} µs/req`
+        : '';
+    console.log(`  ${pad(candidate.scenario, 40)}${cells.join(' | ')}${mysqlUs}`);
+  }
+}
+const proxied = rows.filter((candidate) => candidate.proxyCpuUs !== undefined);
+if (proxied.length > 0) {
+  console.log(
+    `\nHAProxy CPU per request: ${proxied.map((candidate) => `${candidate.scenario} ${candidate.proxyCpuUs} µs`).join(', ')}`,
+  );
+}
+let capacityModel: Record<string, unknown> | undefined;
+if (scenarios.has('capacity')) {
+  const issue = row('issue (');
+  const use = issue?.backends;
+  const requests = issue?.result?.requests ?? 0;
+  const redisSeconds = use
+    ? Object.values(use.shards).reduce((sum, shard) => sum + shard.cpuSeconds, 0)
+    : undefined;
+  const scriptCalls = use
+    ? Object.values(use.shards).reduce((sum, shard) => sum + shard.scriptCalls, 0)
+    : undefined;
+  capacityModel = printCapacity(
+    issue?.serverCpuUs !== undefined && issue.result
+      ? {
+          serviceUs: issue.serverCpuUs,
+          instances: instanceCount,
+          perSecond: issue.result.perSecond,
+          ...(redisSeconds !== undefined &&
+            requests > 0 && { redisUs: Math.round((redisSeconds / requests) * 1e6) }),
+          ...(scriptCalls !== undefined && scriptCalls > 0 && { claimsPerCall: requests / scriptCalls }),
+          ...(use?.mysqlCpuSeconds !== undefined &&
+            requests > 0 && { mysqlUs: Math.round((use.mysqlCpuSeconds / requests) * 1e6) }),
+        }
+      : undefined,
+    capacity.shard,
+    capacity.commit,
+    quick ? 1 : Math.max(rounds, 3),
+  );
+}
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
 const file = new URL(`./results/${new Date().toISOString().replace(/[:.]/g, '-')}.json`, import.meta.url);
 writeFileSync(
   file,
   JSON.stringify(
-    { machine: { cores: os.cpus().length, model: os.cpus()[0]?.model }, args, rows, ratios },
+    {
+      machine: { cores: os.cpus().length, model: os.cpus()[0]?.model },
+      args,
+      rows,
+      ratios,
+      ...(scaledOut && { topology: topologyNote() }),
+      ...(capacityModel && { capacity: capacityModel }),
+    },
     null,
     2,
   ),
 );
+if (ownDatabase && failed) console.log(`\ndatabase kept for inspection: ${databaseUrl}`);
+else await dropOwnDatabase();
 console.log(`\nresults: ${file.pathname}${failed ? '\nVERIFY FAILED' : ''}`);
 process.exitCode = failed ? 1 : 0;

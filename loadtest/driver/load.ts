@@ -41,7 +41,12 @@ export interface LoadPlan {
   readonly durationMs?: number;
   /** Open loop: send at this rate (requests per second) for `durationMs`. */
   readonly ratePerSecond?: number;
+  /** Told the outcome of request `i` (to count outcomes per campaign, say). */
+  readonly onOutcome?: (i: number, outcome: string) => void;
 }
+
+/** Where load goes: one server, or several (instances of one service) sharing the connections. */
+export type Targets = Target | readonly Target[];
 
 /** One result from one or more runs of the same scenario: totals, and percentiles over every request. */
 export function summarize(runs: readonly LoadRun[]): LoadResult {
@@ -81,7 +86,7 @@ export function summarize(runs: readonly LoadRun[]): LoadResult {
 }
 
 /** One run, summarized. */
-export async function runLoad(target: Target, plan: LoadPlan): Promise<LoadResult> {
+export async function runLoad(target: Targets, plan: LoadPlan): Promise<LoadResult> {
   return summarize([await measureLoad(target, plan)]);
 }
 
@@ -89,11 +94,16 @@ export async function runLoad(target: Target, plan: LoadPlan): Promise<LoadResul
  * Drives load over `connections` keep-alive HTTP/1.1 connections. Closed loop: each connection
  * sends its next request as soon as the previous answer arrives. Open loop: requests are due at a
  * fixed rate and latency is measured from when each was due, so a stalled server cannot hide
- * its queueing (no coordinated omission).
+ * its queueing (no coordinated omission). Given several targets, connection i goes to target
+ * i modulo their number (round-robin per connection, as a layer-4 balancer would spread them).
  */
-export async function measureLoad(target: Target, plan: LoadPlan): Promise<LoadRun> {
+export async function measureLoad(target: Targets, plan: LoadPlan): Promise<LoadRun> {
+  const targets: readonly Target[] = Array.isArray(target) ? target : [target as Target];
   const connections = await Promise.all(
-    Array.from({ length: plan.connections }, () => Http1Connection.open(target.host, target.port)),
+    Array.from({ length: plan.connections }, (_, i) => {
+      const { host, port } = targets[i % targets.length] as Target;
+      return Http1Connection.open(host, port);
+    }),
   );
   const histogram = hdr.build({
     lowestDiscernibleValue: 1,
@@ -101,9 +111,10 @@ export async function measureLoad(target: Target, plan: LoadPlan): Promise<LoadR
     numberOfSignificantValueDigits: 3,
   });
   const outcomes: Record<string, number> = {};
-  const record = (dueAt: number, outcome: string) => {
+  const record = (i: number, dueAt: number, outcome: string) => {
     histogram.recordValue(Math.max(1, Math.round((performance.now() - dueAt) * 1000)));
     outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+    plan.onOutcome?.(i, outcome);
   };
   const cpuStart = process.cpuUsage();
   const started = performance.now();
@@ -116,23 +127,24 @@ export async function measureLoad(target: Target, plan: LoadPlan): Promise<LoadR
       await Promise.all(
         connections.map(async (connection) => {
           while (performance.now() < deadline) {
-            const request = plan.request(next++);
+            const i = next++;
+            const request = plan.request(i);
             if (!request) return;
             const sentAt = performance.now();
             const reply = await connection.send(request).catch(() => undefined);
-            record(sentAt, reply ? outcomeOf(reply) : 'connection_error');
+            record(i, sentAt, reply ? outcomeOf(reply) : 'connection_error');
           }
         }),
       );
     } else {
       const interval = 1000 / plan.ratePerSecond;
       const idle = [...connections];
-      const backlog: { dueAt: number; request: Buffer }[] = [];
+      const backlog: { i: number; dueAt: number; request: Buffer }[] = [];
       const inFlight = new Set<Promise<void>>();
-      const dispatch = (connection: Http1Connection, item: { dueAt: number; request: Buffer }) => {
+      const dispatch = (connection: Http1Connection, item: { i: number; dueAt: number; request: Buffer }) => {
         const flight = connection.send(item.request).then(
-          (reply) => record(item.dueAt, outcomeOf(reply)),
-          () => record(item.dueAt, 'connection_error'),
+          (reply) => record(item.i, item.dueAt, outcomeOf(reply)),
+          () => record(item.i, item.dueAt, 'connection_error'),
         );
         const tracked = flight.finally(() => {
           inFlight.delete(tracked);
@@ -146,14 +158,15 @@ export async function measureLoad(target: Target, plan: LoadPlan): Promise<LoadR
         const dueAt = started + next * interval;
         const wait = dueAt - performance.now();
         if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
-        const request = plan.request(next++);
+        const i = next++;
+        const request = plan.request(i);
         if (!request) break;
         // First in, first out: every connection stays busy, so none idles into the server's keep-alive timeout.
         const connection = idle.shift();
-        if (connection) dispatch(connection, { dueAt, request });
+        if (connection) dispatch(connection, { i, dueAt, request });
         else {
           late++;
-          backlog.push({ dueAt, request });
+          backlog.push({ i, dueAt, request });
         }
       }
       while (inFlight.size > 0) await Promise.race(inFlight);

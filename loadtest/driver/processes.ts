@@ -12,6 +12,15 @@ export interface Started {
   stop(): Promise<void>;
 }
 
+/** Children still running, killed outright if the bench exits without stopping them (a crash). */
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+/** How long a child may drain after SIGTERM before it is killed. */
+const STOP_GRACE_MS = 15_000;
+
 /** CPU seconds of a process and its live descendants, from /proc (Linux only). */
 function cpuSecondsOfTree(pid: number): number | undefined {
   try {
@@ -27,18 +36,28 @@ function cpuSecondsOfTree(pid: number): number | undefined {
   }
 }
 
-/** Starts a TypeScript entry point with Node and waits for its "listening" log line. */
-export async function startProcess(entry: string, env: Record<string, string>): Promise<Started> {
+/**
+ * Starts a TypeScript entry point with Node and waits for its "listening" log line; with
+ * `echoWarnings`, its log lines of level warn and above go on to stderr.
+ */
+export async function startProcess(
+  entry: string,
+  env: Record<string, string>,
+  options: { readonly echoWarnings?: boolean } = {},
+): Promise<Started> {
   const file = fileURLToPath(new URL(entry, import.meta.url));
   const child = spawn(process.execPath, [file], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  running.add(child);
   const exited = once(child, 'exit');
+  void exited.then(() => running.delete(child));
   const port = await new Promise<number>((resolve, reject) => {
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
       try {
-        const entry = JSON.parse(line) as { msg?: string; port?: number };
+        const entry = JSON.parse(line) as { msg?: string; port?: number; level?: number };
+        if (options.echoWarnings && (entry.level ?? 0) >= 40) console.error(line);
         if (entry.msg === 'coupon-service listening' && entry.port) resolve(entry.port);
       } catch {
         // not JSON
@@ -51,8 +70,16 @@ export async function startProcess(entry: string, env: Record<string, string>): 
     process: child,
     cpuSeconds: () => (child.pid === undefined ? undefined : cpuSecondsOfTree(child.pid)),
     async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
-      await exited;
+      const drained = await Promise.race([
+        exited.then(() => true),
+        new Promise<false>((resolve) => setTimeout(resolve, STOP_GRACE_MS, false).unref()),
+      ]);
+      if (!drained) {
+        child.kill('SIGKILL');
+        await exited;
+      }
     },
   };
 }
