@@ -169,6 +169,12 @@ const schema = z.object({
   USER_JWT_ISSUER: z.string().optional(),
   /** USER_JWT_AUDIENCE: when set, a user token's `aud` must contain it. */
   USER_JWT_AUDIENCE: z.string().optional(),
+  // Campaign operations (issue 13).
+  /** WATCH_LIFETIME_MS: a WatchCampaign stream ends after this long (the client reconnects), so none holds a connection forever. */
+  WATCH_LIFETIME_MS: positiveInt
+    .min(1_000)
+    .max(24 * 60 * 60 * 1000)
+    .default(5 * 60_000),
   /** LOG_LEVEL: pino level (fatal, error, warn, info, debug, trace, silent). */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -201,6 +207,7 @@ export interface Config {
   readonly issueRateLimitPerIp: number;
   readonly trustProxy: TrustedProxies;
   readonly campaignCodeReadsMax: number;
+  readonly watchLifetimeMs: number;
   /** How IssueCoupon callers prove who the user is; undefined: they do not (a gateway does). */
   readonly userTokens: UserTokenOptions | undefined;
 }
@@ -288,6 +295,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     issueRateLimitPerIp: c.ISSUE_RATE_LIMIT_PER_IP,
     trustProxy: c.TRUST_PROXY,
     campaignCodeReadsMax: c.CAMPAIGN_CODE_READS_MAX,
+    watchLifetimeMs: c.WATCH_LIFETIME_MS,
     userTokens: key
       ? {
           key,

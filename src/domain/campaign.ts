@@ -165,3 +165,54 @@ function refuseAmbiguousText(field: string, text: string): void {
     throw new InvalidArgumentError(field, `${field} must not start or end with white space`);
   }
 }
+
+/** Where a campaign stands at an instant of the gate's clock. */
+export type CampaignState = 'scheduled' | 'open' | 'sold-out' | 'ended';
+
+/**
+ * The state at `now` (the gate's clock), from the window and the counts. A campaign closed before
+ * it opened has an empty window (issued_at = expires_at = the close) and is ended.
+ */
+export function campaignState(
+  campaign: Pick<Campaign, 'amount' | 'issuedCount' | 'issuedAt' | 'expiresAt'>,
+  now: Date,
+): CampaignState {
+  if (now.getTime() >= campaign.expiresAt.getTime()) return 'ended';
+  if (now.getTime() < campaign.issuedAt.getTime()) return 'scheduled';
+  return campaign.issuedCount >= campaign.amount ? 'sold-out' : 'open';
+}
+
+/** A campaign as a client sees it: with its state at the instant it was read. */
+export interface CampaignView extends Campaign {
+  readonly state: CampaignState;
+}
+
+export function viewOf(campaign: Campaign, now: Date): CampaignView {
+  return { ...campaign, state: campaignState(campaign, now) };
+}
+
+/** A new amount for a campaign: the same bounds as at creation (the floor is the gate's to judge). */
+export function validateAmount(amount: bigint): number {
+  if (amount <= 0n || amount > BigInt(CAMPAIGN_AMOUNT_MAX)) {
+    throw new InvalidArgumentError(
+      'amount',
+      `amount must be between 1 and ${CAMPAIGN_AMOUNT_MAX}, got ${amount}`,
+    );
+  }
+  return Number(amount);
+}
+
+export const DEFAULT_PAGE_SIZE = 50;
+export const MAX_PAGE_SIZE = 500;
+
+/** A list call's page size: 0 means the default; negative or over the maximum is refused. */
+export function pageSizeOf(requested: number): number {
+  if (requested === 0) return DEFAULT_PAGE_SIZE;
+  if (requested < 0 || requested > MAX_PAGE_SIZE) {
+    throw new InvalidArgumentError(
+      'page_size',
+      `page_size must be between 0 and ${MAX_PAGE_SIZE}, got ${requested}`,
+    );
+  }
+  return requested;
+}
