@@ -6,6 +6,7 @@
  * CPU and the messages the watchers received.
  *
  *   node loadtest/watch-fanout.ts [--watchers 10000] [--seconds 10] [--issue-rate 200]
+ *                                 [--messages-per-second 2000]
  *
  * The watchers run in this process, on the same cores as the service: its own CPU is reported too.
  */
@@ -25,6 +26,8 @@ const { values } = parseArgs({
     watchers: { type: 'string', default: '10000' },
     seconds: { type: 'string', default: '10' },
     'issue-rate': { type: 'string', default: '200' },
+    /** WATCH_MESSAGES_PER_SECOND of the service. */
+    'messages-per-second': { type: 'string', default: '2000' },
     'database-server': { type: 'string', default: 'mysql://root@127.0.0.1:3306' },
   },
 });
@@ -73,6 +76,7 @@ const service = await startProcess('../../src/main.ts', {
   ISSUE_RATE_LIMIT_PER_USER: '0',
   MAX_CONNECTIONS: String(watchers / 50 + 100),
   WATCH_LIFETIME_MS: String(10 * 60_000),
+  WATCH_MESSAGES_PER_SECOND: values['messages-per-second'],
 });
 const baseUrl = `http://127.0.0.1:${service.port}`;
 const connect = createClient(CouponService, createConnectTransport({ baseUrl, httpVersion: '1.1' }));
@@ -112,7 +116,20 @@ const openedAt = performance.now();
 await Promise.all(firsts);
 console.log(`${watchers} watchers open in ${((performance.now() - openedAt) / 1000).toFixed(1)} s`);
 
+/** A Prometheus series' value from the service's /metrics. */
+async function metric(series: string): Promise<number> {
+  const text = await (await fetch(`${baseUrl}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+}
+const ISSUED = 'coupon_rpc_duration_seconds_{}{method="IssueCoupon",code="ok"}';
+const issueSeconds = async () => ({
+  sum: await metric(ISSUED.replace('{}', 'sum')),
+  count: await metric(ISSUED.replace('{}', 'count')),
+});
+
 async function measure(label: string, during?: () => Promise<void>) {
+  const issuedBefore = await issueSeconds();
   const commands = await commandsRun();
   const cpu = service.cpuSeconds() ?? 0;
   const own = process.cpuUsage();
@@ -129,6 +146,11 @@ async function measure(label: string, during?: () => Promise<void>) {
     ),
     'messages/s received': Math.round((received - got) / elapsed),
     'messages/s per watcher': Number(((received - got) / elapsed / watchers).toFixed(2)),
+    'IssueCoupon mean ms (server side)': await issueSeconds().then(({ sum, count }) =>
+      count > issuedBefore.count
+        ? Number((((sum - issuedBefore.sum) / (count - issuedBefore.count)) * 1000).toFixed(1))
+        : null,
+    ),
   };
   console.log(JSON.stringify(row));
   return row;
@@ -137,27 +159,38 @@ async function measure(label: string, during?: () => Promise<void>) {
 await measure('idle');
 let issued = 0;
 const outcomes: Record<string, number> = {};
+const latencies: number[] = [];
 await measure(`issuing ${issueRate}/s`, async () => {
   const until = performance.now() + seconds * 1000;
   while (performance.now() < until) {
     const tick = performance.now();
     await Promise.all(
-      Array.from({ length: Math.max(1, Math.round(issueRate / 10)) }, () =>
-        connect.issueCoupon({ campaignId, userId: `u-${issued++}` }).then(
-          () => {
-            outcomes.ok = (outcomes.ok ?? 0) + 1;
-          },
-          (error: { code?: number }) => {
-            outcomes[String(error.code)] = (outcomes[String(error.code)] ?? 0) + 1;
-          },
-        ),
-      ),
+      Array.from({ length: Math.max(1, Math.round(issueRate / 10)) }, () => {
+        const sent = performance.now();
+        return connect
+          .issueCoupon({ campaignId, userId: `u-${issued++}` })
+          .then(
+            () => {
+              outcomes.ok = (outcomes.ok ?? 0) + 1;
+            },
+            (error: { code?: number }) => {
+              outcomes[String(error.code)] = (outcomes[String(error.code)] ?? 0) + 1;
+            },
+          )
+          .finally(() => latencies.push(performance.now() - sent));
+      }),
     );
     await new Promise((r) => setTimeout(r, Math.max(0, 100 - (performance.now() - tick))));
   }
 });
 
-console.log('issue outcomes', JSON.stringify(outcomes));
+console.log(
+  'issue outcomes',
+  JSON.stringify(outcomes),
+  'issue latency seen by this process p50/max ms',
+  latencies.sort((a, b) => a - b)[Math.floor(latencies.length / 2)]?.toFixed(1),
+  latencies.at(-1)?.toFixed(1),
+);
 aborts.abort();
 await service.stop();
 redis.kill();

@@ -270,7 +270,11 @@ export async function buildServices(
   const watch = new CampaignWatch({
     campaigns: campaignRepository,
     gate: gateControls,
-    options: { maxLifetimeMs: config.watchLifetimeMs, settleMs: 2 * config.dependencyTimeoutMs },
+    options: {
+      maxLifetimeMs: config.watchLifetimeMs,
+      messagesPerSecond: config.watchMessagesPerSecond,
+      settleMs: 2 * config.dependencyTimeoutMs,
+    },
   });
 
   return {

@@ -175,6 +175,8 @@ const schema = z.object({
     .min(1_000)
     .max(24 * 60 * 60 * 1000)
     .default(5 * 60_000),
+  /** WATCH_MESSAGES_PER_SECOND: WatchCampaign messages a second per process at most, over all streams (each stream still at most 10 a second). */
+  WATCH_MESSAGES_PER_SECOND: positiveInt.default(2_000),
   /** LOG_LEVEL: pino level (fatal, error, warn, info, debug, trace, silent). */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -208,6 +210,7 @@ export interface Config {
   readonly trustProxy: TrustedProxies;
   readonly campaignCodeReadsMax: number;
   readonly watchLifetimeMs: number;
+  readonly watchMessagesPerSecond: number;
   /** How IssueCoupon callers prove who the user is; undefined: they do not (a gateway does). */
   readonly userTokens: UserTokenOptions | undefined;
 }
@@ -296,6 +299,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     trustProxy: c.TRUST_PROXY,
     campaignCodeReadsMax: c.CAMPAIGN_CODE_READS_MAX,
     watchLifetimeMs: c.WATCH_LIFETIME_MS,
+    watchMessagesPerSecond: c.WATCH_MESSAGES_PER_SECOND,
     userTokens: key
       ? {
           key,

@@ -8,6 +8,12 @@ export interface CampaignWatchOptions {
   readonly pollMs?: number;
   /** Least time between two messages of one stream: at most 1000 / this messages a second. */
   readonly minGapMs?: number;
+  /**
+   * Messages a second this instance sends to all its watchers at most: with many watchers, each
+   * stream's gap grows past `minGapMs` (10,000 watchers at 2,000/s: one message every 5 s each),
+   * so a crowd of watchers cannot take the CPU the issue path needs.
+   */
+  readonly messagesPerSecond?: number;
   /** A stream ends after this long (the client reconnects): no stream holds a connection forever. */
   readonly maxLifetimeMs: number;
   /** Once a campaign ends, how long the last message may wait for claims still being written. */
@@ -25,9 +31,8 @@ interface Feed {
   version: number;
   /** The campaign ended and `latest` is its final state: streams send it and end. */
   ended: boolean;
-  /** Resolved (and replaced) on every change, so waiting streams wake at once. */
-  changed: Promise<void>;
-  wake: () => void;
+  /** Streams waiting for the next change: each is woken once, then waits again if it likes. */
+  readonly waiting: Set<() => void>;
   row: Campaign;
   rowReadAt: number;
 }
@@ -38,7 +43,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  * Live views of campaigns for WatchCampaign. Each watched campaign has one feed per instance: one
  * read of its gate (one Redis script call) every `pollMs` and of its row every `rowEveryMs`,
  * however many streams watch it; each stream takes the feed's latest view at its own pace, at most
- * one message per `minGapMs`, so a slow client skips views rather than queueing them.
+ * one message per `minGapMs` (more apart when the instance's `messagesPerSecond` would be passed),
+ * so a slow client skips views rather than queueing them.
  *
  * The issued count shown is the larger of the database's count (read every `rowEveryMs`) and the
  * gate's confirmed claims (amount - remaining - pending: slots handed out whose coupon row is
@@ -52,7 +58,10 @@ export class CampaignWatch {
   private readonly gate: Pick<CampaignGateControls, 'readLive'>;
   private readonly pollMs: number;
   private readonly minGapMs: number;
+  private readonly messagesPerSecond: number;
   private readonly maxLifetimeMs: number;
+  /** Streams open on this instance, over every campaign. */
+  private watchers = 0;
   private readonly settleMs: number;
   private readonly rowEveryMs: number;
   private readonly feeds = new Map<string, Feed>();
@@ -68,9 +77,15 @@ export class CampaignWatch {
     this.gate = deps.gate;
     this.pollMs = deps.options.pollMs ?? 100;
     this.minGapMs = deps.options.minGapMs ?? 100;
+    this.messagesPerSecond = deps.options.messagesPerSecond ?? Number.POSITIVE_INFINITY;
     this.maxLifetimeMs = deps.options.maxLifetimeMs;
     this.settleMs = deps.options.settleMs ?? 5_000;
     this.rowEveryMs = deps.options.rowEveryMs ?? 1_000;
+  }
+
+  /** Streams open on this instance now. */
+  get openStreams(): number {
+    return this.watchers;
   }
 
   /** Campaigns watched on this instance now (each costs one reader). */
@@ -86,6 +101,7 @@ export class CampaignWatch {
   async *watch(campaignId: string, signal: AbortSignal): AsyncGenerator<CampaignView> {
     campaignIdOrThrow(campaignId);
     const feed = await this.join(campaignId);
+    this.watchers++;
     const stop = AbortSignal.any([signal, this.closing.signal, AbortSignal.timeout(this.maxLifetimeMs)]);
     const stopped = new Promise<void>((resolve) => {
       if (stop.aborted) resolve();
@@ -96,9 +112,17 @@ export class CampaignWatch {
       let sentAt = performance.now();
       yield feed.latest;
       while (!(feed.ended && sent === feed.version) && !stop.aborted) {
-        if (sent === feed.version) await Promise.race([feed.changed, stopped]);
+        if (sent === feed.version) {
+          let wake = () => undefined as unknown;
+          const changed = new Promise<void>((resolve) => {
+            wake = resolve;
+          });
+          feed.waiting.add(wake);
+          await Promise.race([changed, stopped]);
+          feed.waiting.delete(wake);
+        }
         if (stop.aborted) break;
-        const gap = sentAt + this.minGapMs - performance.now();
+        const gap = sentAt + this.gapMs() - performance.now();
         if (gap > 0) await Promise.race([sleep(gap), stopped]);
         // A shutdown or the lifetime ends the stream; the final state of an ended campaign is still sent.
         if (stop.aborted && !feed.ended) break;
@@ -107,9 +131,15 @@ export class CampaignWatch {
         yield feed.latest;
       }
     } finally {
+      this.watchers--;
       feed.watchers--;
       // The reader stops by itself once no one watches.
     }
+  }
+
+  /** The least time between two messages of a stream now: `minGapMs`, more with many watchers. */
+  private gapMs(): number {
+    return Math.max(this.minGapMs, (1_000 * this.watchers) / this.messagesPerSecond);
   }
 
   /** Ends every stream (shutdown). */
@@ -142,21 +172,16 @@ export class CampaignWatch {
     const row = await this.campaigns.findById(campaignId);
     if (!row) throw new CampaignNotFoundError('id', campaignId);
     const live = await this.gate.readLive(campaignId);
-    let wake: () => void = () => undefined;
     const feed: Feed = {
       campaignId,
       watchers: 0,
       latest: viewFrom(row, live, row.issuedCount),
       version: 0,
       ended: false,
-      changed: new Promise<void>((resolve) => {
-        wake = resolve;
-      }),
-      wake,
+      waiting: new Set(),
       row,
       rowReadAt: performance.now(),
     };
-    feed.wake = wake;
     if (feed.latest.state === 'ended') {
       feed.ended = true;
       return feed;
@@ -195,7 +220,7 @@ export class CampaignWatch {
       }
     } finally {
       if (this.feeds.get(feed.campaignId) === feed) this.feeds.delete(feed.campaignId);
-      feed.wake();
+      wakeInTurns(feed);
     }
   }
 
@@ -231,12 +256,27 @@ export class CampaignWatch {
   private publish(feed: Feed, view: CampaignView): void {
     feed.latest = view;
     feed.version++;
-    const wake = feed.wake;
-    feed.changed = new Promise<void>((resolve) => {
-      feed.wake = resolve;
-    });
-    wake();
+    wakeInTurns(feed);
   }
+}
+
+/**
+ * Streams woken per turn of the event loop. Every watcher of a campaign wakes on the same change;
+ * waking 10,000 in one turn would hold the event loop for the whole fan-out (tens of ms per
+ * thousand messages), and every IssueCoupon arriving meanwhile would wait behind it.
+ */
+const WAKE_PER_TURN = 100;
+
+function wakeInTurns(feed: Feed): void {
+  const woken = [...feed.waiting];
+  feed.waiting.clear();
+  let next = 0;
+  const turn = () => {
+    const end = Math.min(next + WAKE_PER_TURN, woken.length);
+    while (next < end) woken[next++]?.();
+    if (next < woken.length) setImmediate(turn);
+  };
+  turn();
 }
 
 /**
