@@ -375,6 +375,25 @@ describe('ListCampaignEvents', () => {
     expect([...times].sort((x, y) => x - y)).toEqual(times);
   });
 
+  it('pages across changes made between pages, none repeated or skipped', async () => {
+    const campaign = await createCampaign({ amount: 5n });
+    for (let amount = 6; amount <= 9; amount++) {
+      await grpc().updateCampaignAmount({ campaignId: campaign.id, amount: BigInt(amount) }, admin);
+    }
+    let page = await grpc().listCampaignEvents({ campaignId: campaign.id, pageSize: 2 }, admin);
+    const details = page.events.map((e) => e.detail);
+    await grpc().updateCampaignAmount({ campaignId: campaign.id, amount: 10n }, admin);
+    while (page.nextPageToken !== '') {
+      page = await grpc().listCampaignEvents(
+        { campaignId: campaign.id, pageSize: 2, pageToken: page.nextPageToken },
+        admin,
+      );
+      details.push(...page.events.map((e) => e.detail));
+    }
+    expect(details[0]).toContain('amount 5, ');
+    expect(details.slice(1)).toEqual([6, 7, 8, 9, 10].map((to) => `amount ${to - 1} -> ${to}`));
+  });
+
   it('refuses without the admin token, an unknown id and a bad page size', async () => {
     const campaign = await createCampaign();
     expect(await codeOf(grpc().listCampaignEvents({ campaignId: campaign.id }))).toBe(Code.Unauthenticated);
