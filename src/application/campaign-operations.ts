@@ -1,7 +1,12 @@
-import { type Campaign, type CampaignView, validateAmount, viewOf } from '../domain/campaign.ts';
+import {
+  type Campaign,
+  type CampaignView,
+  campaignIdOrThrow,
+  validateAmount,
+  viewOf,
+} from '../domain/campaign.ts';
 import { AmountBelowClaimedError, CampaignNotFoundError } from '../domain/errors.ts';
 import type { CampaignDirectory } from './campaign-directory.ts';
-import { campaignIdOrThrow } from './campaign-service.ts';
 import {
   type AmountChange,
   type CampaignGateControls,
@@ -100,7 +105,7 @@ export class CampaignOperations {
     const amount = validateAmount(requested);
     for (let loaded = false; ; loaded = true) {
       let applied: { difference: number; previous: number } | undefined;
-      let changed: Awaited<ReturnType<typeof this.changeLocked<AmountResult>>>;
+      let changed: Changed<AmountResult>;
       try {
         changed = await this.changeLocked<AmountResult>(campaignId, async (current) => {
           const now = await this.clock();
@@ -201,7 +206,7 @@ export class CampaignOperations {
   private async changeLocked<T>(
     campaignId: string,
     decide: (current: Campaign) => Promise<LockedDecision<T>>,
-  ): Promise<{ result: T; campaign: Campaign }> {
+  ): Promise<Changed<T>> {
     const changed = await this.campaigns.changeLocked(campaignId, decide);
     if (!changed) throw new CampaignNotFoundError('id', campaignId);
     return changed;
@@ -213,6 +218,12 @@ export class CampaignOperations {
     this.directory.add(state.campaign);
     await this.gate.loadCampaign(state);
   }
+}
+
+/** What a locked change decided, and the campaign as it stands after it. */
+interface Changed<T> {
+  readonly result: T;
+  readonly campaign: Campaign;
 }
 
 type CloseResult =

@@ -1,10 +1,10 @@
 import {
   type CampaignState,
   type CampaignView,
+  campaignIdOrThrow,
   couldBeCampaignId,
   type NewCampaignInput,
   pageSizeOf,
-  validateCampaignId,
   validateCampaignNameLength,
   validateNewCampaign,
   viewOf,
@@ -32,13 +32,6 @@ export interface PageRequest {
 
 /** Who made an admin change: "anonymous" when the service runs without ADMIN_TOKEN. */
 export const ANONYMOUS_ACTOR = 'anonymous';
-
-/** An id that names an existing campaign, or the refusal: empty is INVALID_ARGUMENT, else NOT_FOUND. */
-export function campaignIdOrThrow(campaignId: string): string {
-  validateCampaignId(campaignId);
-  if (!couldBeCampaignId(campaignId)) throw new CampaignNotFoundError('id', campaignId);
-  return campaignId;
-}
 
 export class CampaignService {
   private readonly campaigns: CampaignRepository;

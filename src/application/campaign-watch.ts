@@ -1,6 +1,5 @@
-import { type Campaign, type CampaignView, viewOf } from '../domain/campaign.ts';
+import { type Campaign, type CampaignView, campaignIdOrThrow, viewOf } from '../domain/campaign.ts';
 import { CampaignNotFoundError } from '../domain/errors.ts';
-import { campaignIdOrThrow } from './campaign-service.ts';
 import type { CampaignGateControls, CampaignRepository, LiveGateCounts } from './ports.ts';
 
 export interface CampaignWatchOptions {

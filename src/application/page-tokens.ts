@@ -37,8 +37,10 @@ export class PageTokens {
     if (token.length > TOKEN_MAX_LENGTH) throw refused;
     const [payload, mac, extra] = token.split('.');
     if (payload === undefined || mac === undefined || extra !== undefined) throw refused;
-    const given = Buffer.from(mac, 'base64url');
-    const expected = this.mac(query, payload);
+    // Compared as text: base64 decoding ignores a last character's unused bits, so comparing the
+    // decoded bytes would accept a token altered there.
+    const given = Buffer.from(mac, 'utf8');
+    const expected = Buffer.from(this.mac(query, payload).toString('base64url'), 'utf8');
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw refused;
     return Buffer.from(payload, 'base64url').toString('utf8');
   }

@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from './errors.ts';
+import { CampaignNotFoundError, InvalidArgumentError } from './errors.ts';
 
 export const CAMPAIGN_NAME_MAX_LENGTH = 200;
 export const CAMPAIGN_AMOUNT_MAX = 10_000_000;
@@ -111,6 +111,16 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
  */
 export function couldBeCampaignId(campaignId: string): boolean {
   return UUID.test(campaignId);
+}
+
+/**
+ * An id a campaign could have, or the refusal: empty or overlong is INVALID_ARGUMENT; one that is
+ * no lowercase UUID names no campaign (NOT_FOUND), as for IssueCoupon.
+ */
+export function campaignIdOrThrow(campaignId: string): string {
+  validateCampaignId(campaignId);
+  if (!couldBeCampaignId(campaignId)) throw new CampaignNotFoundError('id', campaignId);
+  return campaignId;
 }
 
 /**
