@@ -52,6 +52,8 @@ import {
   type RedisClient,
   subscriberFor,
 } from './infrastructure/redis/client.ts';
+import { mastersRequiringFullCoverage } from './infrastructure/redis/cluster-settings.ts';
+import { OpeningMemory } from './infrastructure/redis/opening-memory.ts';
 import { ShardBreakers } from './infrastructure/redis/shard-breakers.ts';
 import { RedisSlotGate } from './infrastructure/redis/slot-gate.ts';
 import { SoldOutCachingGate } from './infrastructure/redis/sold-out-cache.ts';
@@ -120,6 +122,7 @@ export async function buildServices(
   const redis = connectRedis({
     url: config.redisUrl,
     clusterNodes: config.redisClusterNodes,
+    sentinel: config.redisSentinel,
     timeoutMs: config.dependencyTimeoutMs,
     logger,
   });
@@ -127,6 +130,20 @@ export async function buildServices(
     redis.once('ready', resolve);
     setTimeout(resolve, config.dependencyTimeoutMs).unref();
   });
+  if (redis instanceof Cluster) {
+    redis.once('ready', () => {
+      mastersRequiringFullCoverage(redis).then(
+        (masters) => {
+          if (masters.length === 0) return;
+          logger.warn(
+            { masters },
+            'Redis Cluster runs with cluster-require-full-coverage yes: while one master fails over, every shard refuses every call; set it to no (see README, Scaling out)',
+          );
+        },
+        () => undefined,
+      );
+    });
+  }
 
   const db = await openDatabase({
     url: config.databaseUrl,
@@ -183,6 +200,9 @@ export async function buildServices(
     trustMs: 2_000,
     maxUsers: 200_000,
     onSlotReturned: () => metrics.claimsSettled.inc({ how: 'released' }),
+    // A "not started" answer is believed for a second, and never within 20 ms of the opening:
+    // a crowd that arrives early costs Redis one claim a second per campaign per instance.
+    openings: new OpeningMemory({ trustMs: 1_000, marginMs: 20 }),
   });
   const campaignRepository = new MikroOrmCampaignRepository(db, breakers.database, breakers.databaseReads);
   const couponRepository = new GroupCommitCouponRepository(
@@ -220,9 +240,17 @@ export async function buildServices(
     }
   }, config.campaignRefreshMs);
 
+  // The reconciler forgets a campaign after this long without a mark; a mark stands for half
+  // of it, the other half the margin for a pass in progress.
+  const idleAfterMs = 2 * config.reconcileAfterMs;
   const activity = new RedisCampaignActivity(redis, {
     keyPrefix: config.redisKeyPrefix,
-    breaker: breakers.redis,
+    breaker: (key) => shardBreakers.forKey(key),
+    markStandsForMs: idleAfterMs / 2,
+    onMarkFailed: (campaignId, error) => {
+      metrics.activityMarkFailures.inc();
+      logger.debug({ campaignId, err: error }, 'marking a campaign active failed; its claims go on');
+    },
   });
   const reconciler = new ClaimReconciler({
     gate,
@@ -230,10 +258,15 @@ export async function buildServices(
     coupons: couponRepository,
     activity,
     staleAfterMs: config.reconcileAfterMs,
+    idleAfterMs,
     sweepPerPass: config.reconcileSweepSize,
     onCampaignFailed: (campaignId, error) => {
       metrics.reconcileFailures.inc();
       logger.warn({ campaignId, err: error }, 'reconciling a campaign failed; will retry next pass');
+    },
+    onActiveSetFailed: (error) => {
+      metrics.reconcileFailures.inc();
+      logger.warn({ err: error }, 'reading the active campaigns failed; this pass sweeps only');
     },
   });
   const reconciling = runPeriodically(async () => {
@@ -259,7 +292,7 @@ export async function buildServices(
   // Every instance of the deployment shares its id, so a page token from one is honoured by all.
   const pageTokens = new PageTokens(await deploymentId(db));
   const gateControls = {
-    now: () => gate.now(),
+    now: (campaignId?: string) => gate.now(campaignId),
     loadCampaign: (state: Parameters<typeof gate.loadCampaign>[0]) => gate.loadCampaign(state),
     closeWindow: (campaignId: string) => redisGate.closeWindow(campaignId),
     changeAmount: (campaignId: string, difference: number, amount: number) =>
@@ -336,7 +369,11 @@ async function claimKeyspaceForDeployment(
     claimKeyspace({
       redis,
       keyPrefix: config.redisKeyPrefix,
-      where: describeRedis({ url: config.redisUrl, clusterNodes: config.redisClusterNodes }),
+      where: describeRedis({
+        url: config.redisUrl,
+        clusterNodes: config.redisClusterNodes,
+        sentinel: config.redisSentinel,
+      }),
       deploymentId: await deploymentId(db),
     });
   if (redis.status === 'ready') return claim();

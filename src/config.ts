@@ -2,14 +2,46 @@ import { z } from 'zod';
 import { compileTrustedProxies, type TrustedProxies } from './api/client-address.ts';
 import { algorithmOfPublicKey, type UserTokenOptions } from './api/user-tokens.ts';
 
-/** A Redis Cluster seed node. */
+/** A Redis Cluster seed node, or a Redis Sentinel. */
 export interface RedisNode {
   readonly host: string;
   readonly port: number;
 }
 
+/** The sentinels that tell where the one Redis primary is. */
+export interface RedisSentinelSettings {
+  readonly sentinels: readonly RedisNode[];
+  /** The master group name they monitor. */
+  readonly name: string;
+  readonly password: string | undefined;
+}
+
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
+
+/** `host:port,host:port,...` (IPv6 as `[address]:port`); empty: none. */
+const hostPortList = z
+  .string()
+  .default('')
+  .transform((value, context): RedisNode[] => {
+    const nodes: RedisNode[] = [];
+    for (const entry of value
+      .split(',')
+      .map((node) => node.trim())
+      .filter((node) => node.length > 0)) {
+      const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(entry);
+      const port = Number(match?.[3]);
+      if (!match || port < 1 || port > 65_535) {
+        context.addIssue({
+          code: 'custom',
+          message: `${JSON.stringify(entry)} is not host:port; expected host:port,host:port,... (IPv6 as [address]:port)`,
+        });
+        return z.NEVER;
+      }
+      nodes.push({ host: match[1] ?? match[2] ?? '', port });
+    }
+    return nodes;
+  });
 
 /** Every setting, its environment variable, its default and what it means. */
 const schema = z.object({
@@ -23,7 +55,8 @@ const schema = z.object({
     .default('mysql://root@127.0.0.1:3306/coupon'),
   /**
    * REDIS_URL: Redis 6.2+; the db index in the path is honoured. With REDIS_CLUSTER_NODES only its
-   * user, password and `rediss://` (TLS) are used, and its db index must be 0.
+   * user, password and `rediss://` (TLS) are used, and its db index must be 0; with REDIS_SENTINELS
+   * its host and port are not used (the sentinels name the primary), the rest is.
    */
   REDIS_URL: z
     .url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' })
@@ -33,29 +66,18 @@ const schema = z.object({
    * be down at start; the rest of the cluster is discovered from the first that answers). Set, it
    * replaces REDIS_URL's single server; empty (default): one server at REDIS_URL.
    */
-  REDIS_CLUSTER_NODES: z
-    .string()
-    .default('')
-    .transform((value, context): RedisNode[] => {
-      const nodes: RedisNode[] = [];
-      for (const entry of value
-        .split(',')
-        .map((node) => node.trim())
-        .filter((node) => node.length > 0)) {
-        // host:port, or [IPv6]:port
-        const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(entry);
-        const port = Number(match?.[3]);
-        if (!match || port < 1 || port > 65_535) {
-          context.addIssue({
-            code: 'custom',
-            message: `${JSON.stringify(entry)} is not host:port; expected host:port,host:port,... (IPv6 as [address]:port)`,
-          });
-          return z.NEVER;
-        }
-        nodes.push({ host: match[1] ?? match[2] ?? '', port });
-      }
-      return nodes;
-    }),
+  REDIS_CLUSTER_NODES: hostPortList,
+  /**
+   * REDIS_SENTINELS: `host:port,host:port,...` of Redis Sentinels watching one primary with
+   * replicas; the primary is asked of them (and asked again after every failover). Set, it
+   * replaces REDIS_URL's server; REDIS_URL's user, password, db index and `rediss://` still apply
+   * to the primary. Not together with REDIS_CLUSTER_NODES.
+   */
+  REDIS_SENTINELS: hostPortList,
+  /** REDIS_SENTINEL_NAME: the master group name the sentinels monitor (`sentinel monitor <name> ...`). */
+  REDIS_SENTINEL_NAME: z.string().optional(),
+  /** REDIS_SENTINEL_PASSWORD: the sentinels' own password (their `requirepass`), when they have one. */
+  REDIS_SENTINEL_PASSWORD: z.string().optional(),
   /**
    * REDIS_KEY_PREFIX: prepended to every Redis key, so deployments can share one Redis. No `{` or
    * `}`: a campaign's keys share the hash tag `{campaignId}`, which braces in the prefix would replace.
@@ -186,8 +208,10 @@ export interface Config {
   readonly host: string;
   readonly databaseUrl: string;
   readonly redisUrl: string;
-  /** Seeds of a Redis Cluster; empty: the single server at `redisUrl`. */
+  /** Seeds of a Redis Cluster; empty: the single server at `redisUrl` (or the sentinels' primary). */
   readonly redisClusterNodes: readonly RedisNode[];
+  /** Set: the primary the sentinels name, instead of the server at `redisUrl`. */
+  readonly redisSentinel: RedisSentinelSettings | undefined;
   readonly redisKeyPrefix: string;
   readonly corsOrigins: readonly string[];
   readonly workers: number;
@@ -265,6 +289,27 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       `invalid configuration: REDIS_URL: a Redis Cluster has only db 0, got db ${redisDb} with REDIS_CLUSTER_NODES set; drop the db index and give each deployment its own REDIS_KEY_PREFIX`,
     );
   }
+  if (c.REDIS_SENTINELS.length > 0 && c.REDIS_CLUSTER_NODES.length > 0) {
+    throw new ConfigError(
+      'invalid configuration: REDIS_SENTINELS: set REDIS_SENTINELS (one primary with replicas, found through sentinels) or REDIS_CLUSTER_NODES (a Redis Cluster), not both',
+    );
+  }
+  if (c.REDIS_SENTINELS.length > 0 && !c.REDIS_SENTINEL_NAME) {
+    throw new ConfigError(
+      'invalid configuration: REDIS_SENTINEL_NAME: required with REDIS_SENTINELS: the master group name the sentinels monitor (their `sentinel monitor <name> ...` line)',
+    );
+  }
+  for (const [variable, value] of [
+    ['REDIS_SENTINEL_NAME', c.REDIS_SENTINEL_NAME],
+    ['REDIS_SENTINEL_PASSWORD', c.REDIS_SENTINEL_PASSWORD],
+  ] as const) {
+    if (value !== undefined && c.REDIS_SENTINELS.length === 0) {
+      // Ignored, it would leave the service on REDIS_URL's server while the operator meant sentinels.
+      throw new ConfigError(
+        `invalid configuration: ${variable}: set without REDIS_SENTINELS; give the sentinels' addresses too, or drop it`,
+      );
+    }
+  }
   if (c.HTTP_HEADERS_TIMEOUT_MS > c.HTTP_REQUEST_TIMEOUT_MS) {
     // The headers are part of the request; Node refuses such a server too.
     throw new ConfigError(
@@ -277,6 +322,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     databaseUrl: c.DATABASE_URL,
     redisUrl: c.REDIS_URL,
     redisClusterNodes: c.REDIS_CLUSTER_NODES,
+    redisSentinel:
+      c.REDIS_SENTINELS.length > 0 && c.REDIS_SENTINEL_NAME
+        ? { sentinels: c.REDIS_SENTINELS, name: c.REDIS_SENTINEL_NAME, password: c.REDIS_SENTINEL_PASSWORD }
+        : undefined,
     redisKeyPrefix: c.REDIS_KEY_PREFIX,
     corsOrigins: c.CORS_ORIGINS,
     workers: c.WORKERS,
@@ -311,7 +360,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
 }
 
 /** The db index a Redis URL selects (its path, else a `db` query parameter, as ioredis reads it). */
-function redisDbIndex(url: string): string {
+export function redisDbIndex(url: string): string {
   const parsed = new URL(url);
   return parsed.pathname.slice(1) || parsed.searchParams.get('db') || '0';
 }

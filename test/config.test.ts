@@ -123,6 +123,60 @@ describe('configuration', () => {
     },
   );
 
+  it('takes the sentinels of one primary and its name; REDIS_URL still gives its credentials and db', () => {
+    expect(loadConfig({}).redisSentinel).toBeUndefined();
+    const config = loadConfig({
+      REDIS_URL: 'redis://:secret@ignored-host:6379/3',
+      REDIS_SENTINELS: 'sentinel-a:26379, [::1]:26380,',
+      REDIS_SENTINEL_NAME: 'coupon',
+      REDIS_SENTINEL_PASSWORD: 'sentinel-secret',
+    });
+    expect(config.redisSentinel).toEqual({
+      sentinels: [
+        { host: 'sentinel-a', port: 26379 },
+        { host: '::1', port: 26380 },
+      ],
+      name: 'coupon',
+      password: 'sentinel-secret',
+    });
+    // The primary is an ordinary server: a db index other than 0 is honoured there.
+    expect(config.redisUrl).toBe('redis://:secret@ignored-host:6379/3');
+    expect(config.redisClusterNodes).toEqual([]);
+    expect(
+      loadConfig({ REDIS_SENTINELS: '127.0.0.1:26379', REDIS_SENTINEL_NAME: 'coupon' }).redisSentinel
+        ?.password,
+    ).toBeUndefined();
+  });
+
+  it.each([
+    [
+      { REDIS_SENTINELS: '127.0.0.1:26379:1', REDIS_SENTINEL_NAME: 'coupon' },
+      /^invalid configuration: REDIS_SENTINELS: "127.0.0.1:26379:1" is not host:port/,
+    ],
+    [
+      {
+        REDIS_SENTINELS: '127.0.0.1:26379',
+        REDIS_SENTINEL_NAME: 'coupon',
+        REDIS_CLUSTER_NODES: '127.0.0.1:7000',
+      },
+      /^invalid configuration: REDIS_SENTINELS: set REDIS_SENTINELS \(one primary with replicas, found through sentinels\) or REDIS_CLUSTER_NODES \(a Redis Cluster\), not both$/,
+    ],
+    [
+      { REDIS_SENTINELS: '127.0.0.1:26379' },
+      /^invalid configuration: REDIS_SENTINEL_NAME: required with REDIS_SENTINELS: [^\n]+$/,
+    ],
+    [
+      { REDIS_SENTINEL_NAME: 'coupon' },
+      /^invalid configuration: REDIS_SENTINEL_NAME: set without REDIS_SENTINELS; [^\n]+$/,
+    ],
+    [
+      { REDIS_SENTINEL_PASSWORD: 'secret' },
+      /^invalid configuration: REDIS_SENTINEL_PASSWORD: set without REDIS_SENTINELS; [^\n]+$/,
+    ],
+  ])('refuses the sentinel settings %j with one line naming the variable', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+
   it.each(['coupon:{eu}:', '{coupon}', 'coupon}:'])(
     'refuses a REDIS_KEY_PREFIX %j with a brace, on one server and on a cluster',
     (prefix) => {

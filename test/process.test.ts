@@ -89,9 +89,7 @@ describe('another deployment found on the keyspace once Redis comes back', () =>
       await proxy.close();
       await marker.del(`${config.redisKeyPrefix}deployment`);
       marker.disconnect();
-      const server = await mysql.createConnection(new URL('/', config.databaseUrl).toString());
-      await server.query(`drop database if exists \`${new URL(config.databaseUrl).pathname.slice(1)}\``);
-      await server.end();
+      await dropDatabaseOf(config);
     }
   });
 });
@@ -100,32 +98,44 @@ describe('WORKERS=2', () => {
   it('serves from two processes on one port and exits 0 on SIGTERM once both drained', async () => {
     const config = isolatedConfig();
     const child = await startChildService(childEnv(config, { WORKERS: '2' }));
-    const client = createClient(
-      CouponService,
-      createConnectTransport({ baseUrl: child.baseUrl, httpVersion: '1.1' }),
-    );
-    const window = openWindow();
-    const { campaign } = await client.createCampaign(
-      create(CreateCampaignRequestSchema, {
-        name: uniqueName('workers'),
-        amount: 10n,
-        issuedAt: timestampFromDate(window.issuedAt),
-        expiresAt: timestampFromDate(window.expiresAt),
-      }),
-    );
-    const issued = await Promise.all(
-      Array.from({ length: 10 }, (_, i) =>
-        client.issueCoupon({ campaignId: campaign?.id ?? '', userId: `w-${i}` }),
-      ),
-    );
-    expect(new Set(issued.map((r) => r.coupon?.code)).size).toBe(10);
-    expect(
-      await eventually(async () => {
-        const listening = child.logs.filter((line) => line.includes('coupon-service listening')).length;
-        return listening === 2 ? [] : [`${listening} workers listening`];
-      }, 10_000),
-    ).toEqual([]);
-    child.process.kill('SIGTERM');
-    expect(await child.exited()).toBe(0);
+    try {
+      const client = createClient(
+        CouponService,
+        createConnectTransport({ baseUrl: child.baseUrl, httpVersion: '1.1' }),
+      );
+      const window = openWindow();
+      const { campaign } = await client.createCampaign(
+        create(CreateCampaignRequestSchema, {
+          name: uniqueName('workers'),
+          amount: 10n,
+          issuedAt: timestampFromDate(window.issuedAt),
+          expiresAt: timestampFromDate(window.expiresAt),
+        }),
+      );
+      const issued = await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          client.issueCoupon({ campaignId: campaign?.id ?? '', userId: `w-${i}` }),
+        ),
+      );
+      expect(new Set(issued.map((r) => r.coupon?.code)).size).toBe(10);
+      expect(
+        await eventually(async () => {
+          const listening = child.logs.filter((line) => line.includes('coupon-service listening')).length;
+          return listening === 2 ? [] : [`${listening} workers listening`];
+        }, 10_000),
+      ).toEqual([]);
+      child.process.kill('SIGTERM');
+      expect(await child.exited()).toBe(0);
+    } finally {
+      child.process.kill('SIGKILL');
+      await dropDatabaseOf(config);
+    }
   });
 });
+
+/** The file's databases are the child's, made by its migrations: dropped here, once it is gone. */
+async function dropDatabaseOf(config: { databaseUrl: string }): Promise<void> {
+  const server = await mysql.createConnection(new URL('/', config.databaseUrl).toString());
+  await server.query(`drop database if exists \`${new URL(config.databaseUrl).pathname.slice(1)}\``);
+  await server.end();
+}

@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Code, ConnectError, createContextKey, type Interceptor } from '@connectrpc/connect';
+import { bearerCredential } from './bearer.ts';
 
 /**
  * Methods that change what the service offers, or show coupon codes (bearer secrets) or the audit
@@ -45,7 +46,7 @@ export function adminAuthInterceptor(adminToken: string): Interceptor {
   const expected = digest(adminToken);
   const actor = adminFingerprint(adminToken);
   const presentsToken = (header: string | null) =>
-    header !== null && timingSafeEqual(digest(/^Bearer\s+(.+)$/i.exec(header)?.[1] ?? ''), expected);
+    header !== null && timingSafeEqual(digest(bearerCredential(header) ?? ''), expected);
   return (next) => async (request) => {
     if (!ADMIN_METHODS.has(request.method.name)) {
       // Open to everyone; what only admins may see is decided by the handler from this mark.

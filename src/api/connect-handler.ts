@@ -93,9 +93,12 @@ export function createConnectHandler(options: ConnectHandlerOptions): ConnectHan
           ? createAsyncIterable([body])
           : body;
     handler({ ...universal, body: requestBody })
-      .then(async (answer) =>
-        universalResponseToNodeResponse(await parseFailuresAsInvalidArgument(answer), response),
-      )
+      .then((answer) => {
+        const corrected = parseFailuresAsInvalidArgument(answer);
+        return corrected instanceof Promise
+          ? corrected.then((fixed) => universalResponseToNodeResponse(fixed, response))
+          : universalResponseToNodeResponse(corrected, response);
+      })
       .catch((error: unknown) => {
         // Aborted: the client went away mid-call, nothing is wrong here.
         if (ConnectError.from(error).code !== Code.Aborted)

@@ -102,16 +102,27 @@ export function earlyRefusalHandler(deps: {
       }
       // With user tokens, the user is the token's: nothing is judged (or refused from memory
       // for someone) before the token is verified.
-      users.tokens.userOf(request.headers.authorization, call.userId).then(
-        (userId) => {
-          users.verified.set(request, userId);
-          judge(body, { ...call, userId });
-        },
-        (error: unknown) => {
-          if (error instanceof DomainError) refuse(error);
-          else connect(request, response, body);
-        },
-      );
+      const judgeAs = (userId: string) => {
+        users.verified.set(request, userId);
+        // Verified: nothing after this reads the token, and connect would copy it, character
+        // by character, into the web Headers of the call.
+        delete request.headers.authorization;
+        call.userId = userId;
+        judge(body, call);
+      };
+      const refuseToken = (error: unknown) => {
+        if (error instanceof DomainError) refuse(error);
+        else connect(request, response, body);
+      };
+      let user: string | Promise<string>;
+      try {
+        user = users.tokens.userOf(request.headers.authorization, call.userId);
+      } catch (error) {
+        refuseToken(error);
+        return;
+      }
+      if (typeof user === 'string') judgeAs(user);
+      else user.then(judgeAs, refuseToken);
     };
     request.on('data', onData);
     request.once('end', onEnd);

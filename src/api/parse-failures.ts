@@ -16,9 +16,10 @@ const PARSE_FAILURE_ENCODED = encodeURIComponent(PARSE_FAILURE);
 const GRPC_WEB_TRAILER = 0x80;
 const CONNECT_END_STREAM = 0x02;
 
-export async function parseFailuresAsInvalidArgument(
+/** Synchronous unless the answer is a Connect unary error, whose body must be read to be judged. */
+export function parseFailuresAsInvalidArgument(
   answer: UniversalServerResponse,
-): Promise<UniversalServerResponse> {
+): UniversalServerResponse | Promise<UniversalServerResponse> {
   const type = answer.header?.get('content-type') ?? '';
   if (type.startsWith('application/grpc-web')) {
     return { ...answer, body: mapChunks(answer.body, (chunk) => rewriteEnvelope(chunk, GRPC_WEB_TRAILER)) };
@@ -31,19 +32,26 @@ export async function parseFailuresAsInvalidArgument(
   }
   // Connect unary: an INTERNAL error is HTTP 500 with a small JSON body.
   if (answer.status === 500 && type.startsWith('application/json') && answer.body) {
-    const chunks: Uint8Array[] = [];
-    for await (const chunk of answer.body) chunks.push(chunk);
-    const body = Buffer.concat(chunks);
-    const error = parseJson(body) as { code?: unknown; message?: unknown } | undefined;
-    if (error?.code !== 'internal' || !String(error.message).startsWith(PARSE_FAILURE)) {
-      return { ...answer, body: oneChunk(body) };
-    }
-    const fixed = Buffer.from(JSON.stringify({ ...error, code: 'invalid_argument' }));
-    const header = new Headers(answer.header);
-    if (header.has('content-length')) header.set('content-length', String(fixed.byteLength));
-    return { ...answer, status: 400, header, body: oneChunk(fixed) };
+    return connectUnaryFixed(answer, answer.body);
   }
   return answer;
+}
+
+async function connectUnaryFixed(
+  answer: UniversalServerResponse,
+  answerBody: AsyncIterable<Uint8Array>,
+): Promise<UniversalServerResponse> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of answerBody) chunks.push(chunk);
+  const body = Buffer.concat(chunks);
+  const error = parseJson(body) as { code?: unknown; message?: unknown } | undefined;
+  if (error?.code !== 'internal' || !String(error.message).startsWith(PARSE_FAILURE)) {
+    return { ...answer, body: oneChunk(body) };
+  }
+  const fixed = Buffer.from(JSON.stringify({ ...error, code: 'invalid_argument' }));
+  const header = new Headers(answer.header);
+  if (header.has('content-length')) header.set('content-length', String(fixed.byteLength));
+  return { ...answer, status: 400, header, body: oneChunk(fixed) };
 }
 
 function fixGrpcStatus(trailer: Headers | undefined): void {

@@ -68,7 +68,7 @@ export class CampaignOperations {
     for (let loaded = false; ; loaded = true) {
       const changed = await this.changeLocked(campaignId, async (current) => {
         // Long ended (its gate keys may be gone): nothing to close. Redis down: the close fails below.
-        const now = await this.clock();
+        const now = await this.clock(campaignId);
         if (current.expiresAt <= now) return { result: { closed: false, now } };
         const closing = await attempt(() => this.gate.closeWindow(campaignId));
         if (!closing.ok) return { result: { error: closing.error } };
@@ -108,7 +108,7 @@ export class CampaignOperations {
       let changed: Changed<AmountResult>;
       try {
         changed = await this.changeLocked<AmountResult>(campaignId, async (current) => {
-          const now = await this.clock();
+          const now = await this.clock(campaignId);
           if (amount === current.amount) return { result: { now } };
           const difference = amount - current.amount;
           const change = await attempt(() => this.gate.changeAmount(campaignId, difference, amount));
@@ -198,9 +198,12 @@ export class CampaignOperations {
     };
   }
 
-  /** The gate's clock, or this process's when Redis cannot say (then the gate call fails anyway). */
-  private clock(): Promise<Date> {
-    return this.gate.now().catch(() => new Date());
+  /**
+   * The campaign's clock (its shard's on a cluster: the one its claims are judged by), or this
+   * process's when Redis cannot say (then the gate call fails anyway).
+   */
+  private clock(campaignId: string): Promise<Date> {
+    return this.gate.now(campaignId).catch(() => new Date());
   }
 
   private async changeLocked<T>(

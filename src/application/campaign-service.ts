@@ -98,14 +98,17 @@ export class CampaignService {
       );
       if (!campaign) throw new CampaignNotFoundError('name', name);
       this.directory.add(campaign);
-      return { campaign: viewOf(campaign, await this.readClock()), couponCodes: [] };
+      return { campaign: viewOf(campaign, await this.readClock(campaign.id)), couponCodes: [] };
     }
     const found = await this.boundedRead(this.codeReads, 'GetCampaign reads with codes', () =>
       this.campaigns.findByNameWithCodes(name),
     );
     if (!found) throw new CampaignNotFoundError('name', name);
     this.directory.add(found.campaign);
-    return { campaign: viewOf(found.campaign, await this.readClock()), couponCodes: found.couponCodes };
+    return {
+      campaign: viewOf(found.campaign, await this.readClock(found.campaign.id)),
+      couponCodes: found.couponCodes,
+    };
   }
 
   /** Newest first; `state` keeps only the campaigns in that state on the gate's clock. */
@@ -182,12 +185,12 @@ export class CampaignService {
   }
 
   /**
-   * The gate's clock, which judges every window; when Redis cannot be reached, a read still
-   * answers, with states judged on this process's clock.
+   * The gate's clock, which judges every window (with a campaign, its own shard's); when Redis
+   * cannot be reached, a read still answers, with states judged on this process's clock.
    */
-  private async readClock(): Promise<Date> {
+  private async readClock(campaignId?: string): Promise<Date> {
     try {
-      return await this.gate.now();
+      return await this.gate.now(campaignId);
     } catch {
       return new Date();
     }

@@ -124,6 +124,8 @@ export class CouponIssuer {
       return new CampaignNotFoundError('id', campaignId);
     }
     const known = this.gate.knownOutcome(campaignId, userId);
+    if (known?.status === 'not-started')
+      return new CampaignNotOpenError(campaignId, 'not-started', known.opensAt);
     if (known?.status === 'sold-out') return new SoldOutError(campaignId);
     if (known?.status === 'duplicate') return new AlreadyIssuedError(campaignId, userId);
     return undefined;

@@ -34,7 +34,8 @@ export interface PendingClaim {
 
 export type ClaimOutcome =
   | { readonly status: 'claimed'; readonly claimedAt: Date; readonly remaining: number }
-  | { readonly status: 'not-started'; readonly opensAt: Date }
+  /** `now`: Redis' clock when it judged the claim, when the script says. */
+  | { readonly status: 'not-started'; readonly opensAt: Date; readonly now?: Date }
   | { readonly status: 'ended'; readonly closedAt: Date }
   | { readonly status: 'duplicate' }
   | { readonly status: 'sold-out' }
@@ -53,8 +54,16 @@ export interface SlotInspection {
   /** Users marked served: holders and pending claimers. */
   readonly users: number;
   readonly pending: number;
-  /** Pending claims made before the instant asked about: old enough to settle. */
+  /** Pending claims made before `claimedBefore`: old enough to settle. */
   readonly stale: number;
+  /** The cut-off for settling, on the campaign's own clock: its now minus the age asked for. */
+  readonly claimedBefore: Date;
+}
+
+export interface ActiveCampaigns {
+  readonly marks: readonly ActiveCampaign[];
+  /** Now, on the clock that stamps the marks (epoch ms). */
+  readonly nowMs: number;
 }
 
 /** A campaign marked as having claims, with its latest mark. */
@@ -71,12 +80,13 @@ export interface ActiveCampaign {
  */
 export interface CampaignActivity {
   /**
-   * Marks the campaign as having claims now; resolves once the mark is stored. Writes at most
-   * once a second per campaign from each instance: a call within a second of a mark shares it.
+   * Marks the campaign as having claims now. Resolves once the campaign is listed for certain (a
+   * mark stored lately still stands, or the new one is stored) or the mark failed: never rejects,
+   * since the reconciler's sweep finds a claim without a mark too, only later.
    */
   markActive(campaignId: string): Promise<void>;
-  /** Every campaign marked and not forgotten since. */
-  listActive(): Promise<ActiveCampaign[]>;
+  /** Every campaign marked and not forgotten since, and the clock the marks were stamped by. */
+  listActive(): Promise<ActiveCampaigns>;
   /** Forgets the campaign unless it was marked again after `mark`; true when forgotten. */
   forgetUnlessMarkedSince(mark: ActiveCampaign): Promise<boolean>;
 }
@@ -93,8 +103,11 @@ export interface CampaignGateState {
  * records the coupon. Every method throws DependencyUnavailableError when the gate is unreachable.
  */
 export interface SlotGate {
-  /** The shared clock every instance judges campaign windows by. */
-  now(): Promise<Date>;
+  /**
+   * The clock every instance judges campaign windows by: with a campaign id, that campaign's own
+   * (on a cluster, its shard's); without, any shard's (for what only needs the time of day).
+   */
+  now(campaignId?: string): Promise<Date>;
   claimSlot(campaignId: string, userId: string): Promise<ClaimOutcome>;
   /**
    * What `claimSlot` would answer, when this process already knows it without asking the store
@@ -110,8 +123,11 @@ export interface SlotGate {
   releaseSlot(campaignId: string, userId: string, claimedAtMs?: number): Promise<boolean>;
   /** Slots left, users marked served (holders and pending claimers) and pending claims, at one instant; undefined when not loaded. */
   countSlots(campaignId: string): Promise<{ remaining: number; users: number; pending: number } | undefined>;
-  /** `countSlots`, and how many pending claims were made before `claimedBefore`; undefined when not loaded. */
-  inspectSlots(campaignId: string, claimedBefore: Date): Promise<SlotInspection | undefined>;
+  /**
+   * `countSlots`, and how many pending claims are older than `staleAfterMs` on the campaign's own
+   * clock; undefined when not loaded.
+   */
+  inspectSlots(campaignId: string, staleAfterMs: number): Promise<SlotInspection | undefined>;
   /**
    * Gives back `slots` taken slots that no row or pending claim accounts for, and frees served
    * users that are neither `holders` nor pending. At most one instance at a time; returns the

@@ -1,5 +1,6 @@
 import type { Campaign } from '../domain/campaign.ts';
 import type {
+  ActiveCampaigns,
   CampaignActivity,
   CampaignRepository,
   CouponRepository,
@@ -61,6 +62,7 @@ export class ClaimReconciler {
   private readonly idleAfterMs: number;
   private readonly sweepPerPass: number;
   private readonly onCampaignFailed: (campaignId: string, error: unknown) => void;
+  private readonly onActiveSetFailed: (error: unknown) => void;
   /** The last campaign id the sweep visited; '' starts over. */
   private sweptUpTo = '';
 
@@ -80,6 +82,8 @@ export class ClaimReconciler {
     sweepPerPass: number;
     /** Told of each campaign that failed this pass; the pass goes on with the others. */
     onCampaignFailed?: (campaignId: string, error: unknown) => void;
+    /** Told when the active set could not be read; the pass goes on with the sweep alone. */
+    onActiveSetFailed?: (error: unknown) => void;
   }) {
     this.gate = deps.gate;
     this.campaigns = deps.campaigns;
@@ -89,12 +93,10 @@ export class ClaimReconciler {
     this.idleAfterMs = deps.idleAfterMs ?? 2 * deps.staleAfterMs;
     this.sweepPerPass = deps.sweepPerPass;
     this.onCampaignFailed = deps.onCampaignFailed ?? (() => undefined);
+    this.onActiveSetFailed = deps.onActiveSetFailed ?? (() => undefined);
   }
 
   async reconcile(): Promise<ReconcileReport> {
-    const now = (await this.gate.now()).getTime();
-    const closingAfter = new Date(now - CAMPAIGN_KEYS_KEPT_MS);
-    const claimedBefore = new Date(now - this.staleAfterMs);
     const tally: Tally = {
       adopted: 0,
       confirmed: 0,
@@ -106,19 +108,29 @@ export class ClaimReconciler {
       failed: 0,
     };
 
-    // Campaigns with claims lately, every pass.
-    const marks = await this.activity.listActive();
+    // Campaigns with claims lately, every pass; without the set (its shard failing), the sweep
+    // alone. Claims are judged stale by each campaign's own clock (inspectSlots), marks idle by
+    // the clock that stamped them; the local clock only picks which campaigns may still hold
+    // keys, a day's margin.
+    let listed: ActiveCampaigns = { marks: [], nowMs: Date.now() };
+    try {
+      listed = await this.activity.listActive();
+    } catch (error) {
+      this.onActiveSetFailed(error);
+    }
+    const { marks, nowMs } = listed;
+    const closingAfter = new Date(nowMs - CAMPAIGN_KEYS_KEPT_MS);
     const active = (await this.campaigns.findCampaigns(marks.map((mark) => mark.campaignId))).filter(
       (campaign) => campaign.expiresAt > closingAfter,
     );
-    const pending = await this.reconcileCampaigns(active, claimedBefore, tally);
+    const pending = await this.reconcileCampaigns(active, tally);
     const live = new Set(active.map((campaign) => campaign.id));
     for (const mark of marks) {
       // Not live: nothing left to settle. Live: no claim pending when looked at, no mark lately.
       // A campaign that failed this pass is not in `pending`, and stays.
       const idle =
         !live.has(mark.campaignId) ||
-        (pending.get(mark.campaignId) === 0 && mark.markedAtMs < now - this.idleAfterMs);
+        (pending.get(mark.campaignId) === 0 && mark.markedAtMs < nowMs - this.idleAfterMs);
       if (!idle) continue;
       try {
         if (await this.activity.forgetUnlessMarkedSince(mark)) tally.forgotten++;
@@ -135,7 +147,7 @@ export class ClaimReconciler {
     });
     this.sweptUpTo = page.length < this.sweepPerPass ? '' : (page.at(-1)?.id ?? '');
     const swept = page.filter((campaign) => !live.has(campaign.id));
-    for (const [campaignId, left] of await this.reconcileCampaigns(swept, claimedBefore, tally)) {
+    for (const [campaignId, left] of await this.reconcileCampaigns(swept, tally)) {
       // Claims pending in a campaign nobody marked (its mark lost with Redis data): visit it every
       // pass from now on, rather than once a sweep.
       if (left > 0) await this.activity.markActive(campaignId).catch(() => undefined);
@@ -151,21 +163,20 @@ export class ClaimReconciler {
    */
   private async reconcileCampaigns(
     campaigns: readonly Campaign[],
-    claimedBefore: Date,
     tally: Tally,
   ): Promise<Map<string, number>> {
     const pending = new Map<string, number>();
     for (let i = 0; i < campaigns.length; i += INSPECTED_AT_ONCE) {
       const chunk = campaigns.slice(i, i + INSPECTED_AT_ONCE);
       const inspections = await Promise.allSettled(
-        chunk.map((campaign) => this.gate.inspectSlots(campaign.id, claimedBefore)),
+        chunk.map((campaign) => this.gate.inspectSlots(campaign.id, this.staleAfterMs)),
       );
       for (const [j, inspection] of inspections.entries()) {
         const campaign = chunk[j] as Campaign;
         tally.visited++;
         try {
           if (inspection.status === 'rejected') throw inspection.reason;
-          await this.settle(campaign, inspection.value, claimedBefore, tally);
+          await this.settle(campaign, inspection.value, tally);
           pending.set(campaign.id, inspection.value?.pending ?? 0);
         } catch (error) {
           tally.failed++;
@@ -177,16 +188,11 @@ export class ClaimReconciler {
   }
 
   /** Settles what the inspection shows may need it; most campaigns need nothing. */
-  private async settle(
-    campaign: Campaign,
-    look: SlotInspection | undefined,
-    claimedBefore: Date,
-    tally: Tally,
-  ): Promise<void> {
+  private async settle(campaign: Campaign, look: SlotInspection | undefined, tally: Tally): Promise<void> {
     // No gate keys: nothing to settle; the next claim rebuilds the campaign from MySQL.
     if (!look) return;
     if (look.stale > 0) {
-      const settled = await this.reconcileCampaign(campaign.id, claimedBefore);
+      const settled = await this.reconcileCampaign(campaign.id, look.claimedBefore);
       tally.confirmed += settled.confirmed;
       tally.released += settled.released;
     }

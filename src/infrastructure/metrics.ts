@@ -34,6 +34,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly activityMarkFailures = new Counter({
+    name: 'coupon_activity_mark_failures_total',
+    help: 'Marks of a campaign as active that could not be stored; its claims went on, found by the sweep if their instance dies',
+    registers: [this.registry],
+  });
+
   readonly activeCampaigns = new Gauge({
     name: 'coupon_active_campaigns',
     help: 'Campaigns with claims lately, which the reconciler visits every pass',

@@ -270,7 +270,22 @@ describe.skipIf(!available)('two instances on a Redis Cluster of 3 masters and 3
       const em = services.db.em.fork();
       await em.execute('delete from coupon where campaign_id = ? and user_id = ?', [campaignId, 'k2']);
       await em.execute('update campaign set issued_count = issued_count - 1 where id = ?', [campaignId]);
+      const masters = await cluster.masters();
+      await Promise.all(masters.map((port) => cluster.cli(port, 'config', 'resetstat')));
       expect(await services.gate.releaseSlot(campaignId, 'k2')).toBe(true);
+      // Announced on the campaign's own sharded channel (its master only), not broadcast to
+      // every node with classic PUBLISH.
+      const published = async (port: number, command: string) =>
+        Number(
+          /calls=(\d+)/.exec(
+            (await cluster.cli(port, 'info', 'commandstats'))
+              .split('\n')
+              .find((line) => line.startsWith(`cmdstat_${command}:`)) ?? '',
+          )?.[1] ?? 0,
+        );
+      const owner = await ownerOf(campaignId);
+      expect(await published(owner, 'spublish')).toBe(1);
+      for (const port of masters) expect(await published(port, 'publish')).toBe(0);
       // ...and the other hears of it over the cluster and asks Redis again, where the slot is free.
       expect(
         await eventually(async () => (other.isKnownSoldOut(campaignId) ? ['still marked'] : []), 2_000),

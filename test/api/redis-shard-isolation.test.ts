@@ -3,6 +3,7 @@ import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { type Client, Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ClaimReconciler } from '../../src/application/reconcile-claims.ts';
 import type { Config } from '../../src/config.ts';
 import { CouponService, CreateCampaignRequestSchema } from '../../src/gen/coupon/v1/coupon_pb.js';
 import { eventually, settledProblems, snapshot } from '../support/invariants.ts';
@@ -202,38 +203,30 @@ async function expectIsolated(what: string, run: Run, affected: string, control:
 }
 
 describe.skipIf(!available)('a Redis Cluster master that fails', () => {
-  let affected = '';
-  let control = '';
-  let master = 0;
+  /** One campaign on each master, by port. */
+  const byMaster = new Map<number, string>();
+  let activeSetOwner = 0;
+  const campaignOn = (port: number) => byMaster.get(port) as string;
+  const campaignOff = (port: number) => [...byMaster].find(([owner]) => owner !== port)?.[1] as string;
 
   beforeAll(async () => {
     if (!available) return;
-    // The active set (one key, the general breaker) lives on some master: fail another one, so
-    // what is measured is the campaigns' own calls.
-    const activeSetOwner = (await cluster.ownerOf(`${config.redisKeyPrefix}active-campaigns`)).port;
-    master = (await cluster.masters()).find((port) => port !== activeSetOwner) as number;
-    for (let attempt = 0; !affected || !control; attempt++) {
-      if (attempt > 60) throw new Error('60 campaigns and not one on each of two masters');
+    activeSetOwner = (await cluster.ownerOf(`${config.redisKeyPrefix}active-campaigns`)).port;
+    const masters = await cluster.masters();
+    for (let attempt = 0; byMaster.size < masters.length; attempt++) {
+      if (attempt > 60) throw new Error('60 campaigns and not one on each master');
       // Far more than the runs issue: no call is refused as sold out.
       const id = await createCampaign(50_000);
       const owner = await ownerOf(id);
-      if (owner === master && !affected) affected = id;
-      else if (owner !== master && !control) control = id;
+      if (!byMaster.has(owner)) byMaster.set(owner, id);
     }
   });
 
   it('that stops answering fails only its own campaigns, within the timeout; /readyz stays 200 naming it', async () => {
-    const run = await underLoad(
-      affected,
-      control,
-      master,
-      async () => {
-        const pausedAt = Date.now();
-        await cluster.cli(master, 'client', 'pause', String(PAUSE_MS), 'ALL');
-        return () => pausedAt + PAUSE_MS;
-      },
-      PAUSE_MS + 10_000,
-    );
+    // Not the master of the active set (next test): what is measured is the campaigns' own calls.
+    const master = [...byMaster.keys()].find((port) => port !== activeSetOwner) as number;
+    const [affected, control] = [campaignOn(master), campaignOff(master)];
+    const run = await underLoad(affected, control, master, pause(master), PAUSE_MS + 10_000);
     await expectIsolated(`master ${master} paused ${PAUSE_MS} ms`, run, affected, control);
     // One breaker per master the campaigns' calls went to, each in the metrics by its address.
     const metrics = await (await fetch(`${service.baseUrl}/metrics`)).text();
@@ -241,4 +234,63 @@ describe.skipIf(!available)('a Redis Cluster master that fails', () => {
       expect(metrics).toContain(`coupon_circuit_breaker_open{dependency="redis:127.0.0.1:${port}"}`);
     }
   });
+
+  it('that holds the active set fails no campaign on another master (claims go on without a mark)', async () => {
+    const master = activeSetOwner;
+    const [affected, control] = [campaignOn(master), campaignOff(master)];
+    const run = await underLoad(affected, control, master, pause(master), PAUSE_MS + 10_000);
+    await expectIsolated(`master ${master} (the active set's) paused ${PAUSE_MS} ms`, run, affected, control);
+  });
+
+  it("settles a campaign's stale claims by its own master's clock while every other master is paused", async () => {
+    const owner = [...byMaster.keys()].find((port) => port !== activeSetOwner) as number;
+    const campaignId = campaignOn(owner);
+    const { services } = service.app;
+    // As a request does: claim, then the process dies before the database write.
+    expect(await services.gate.claimSlot(campaignId, 'ghost')).toMatchObject({ status: 'claimed' });
+    const before = await services.gate.countSlots(campaignId);
+    const others = (await cluster.masters()).filter((port) => port !== owner);
+    await Promise.all(others.map((port) => cluster.cli(port, 'client', 'pause', String(PAUSE_MS), 'ALL')));
+    const pausedUntil = Date.now() + PAUSE_MS;
+    // Claims older than 0 ms are stale: the pass settles the ghost at once, if it can run at all.
+    const reconciler = new ClaimReconciler({
+      gate: services.gate,
+      campaigns: services.repositories.campaigns,
+      coupons: services.repositories.coupons,
+      activity: services.activity,
+      staleAfterMs: 0,
+      sweepPerPass: 100,
+    });
+    const passes: string[] = [];
+    let released = false;
+    try {
+      while (!released && Date.now() < pausedUntil - DEPENDENCY_TIMEOUT_MS) {
+        try {
+          released = (await reconciler.reconcile()).released > 0;
+          passes.push('ok');
+        } catch (error) {
+          passes.push(error instanceof Error ? error.message : String(error));
+        }
+      }
+    } finally {
+      await Promise.all(others.map((port) => cluster.cli(port, 'client', 'unpause')));
+    }
+    // Before the shard clocks, each pass first asked a master picked at random for TIME, and
+    // failed whenever it picked a paused one.
+    expect(passes.filter((pass) => pass !== 'ok')).toEqual([]);
+    expect(released).toBe(true);
+    expect(await services.gate.countSlots(campaignId)).toEqual({
+      remaining: (before?.remaining ?? 0) + 1,
+      users: (before?.users ?? 0) - 1,
+      pending: 0,
+    });
+  });
 });
+
+function pause(master: number): () => Promise<() => number> {
+  return async () => {
+    const pausedAt = Date.now();
+    await cluster.cli(master, 'client', 'pause', String(PAUSE_MS), 'ALL');
+    return () => pausedAt + PAUSE_MS;
+  };
+}

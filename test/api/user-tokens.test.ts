@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from 'node:crypto';
+import { createHmac, generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
@@ -36,6 +36,17 @@ function token(sub: string, change: (jwt: SignJWT) => SignJWT = (jwt) => jwt, ke
       .setAudience('coupons')
       .setExpirationTime('5m'),
   ).sign(key);
+}
+
+function validClaims(sub: string) {
+  return { sub, iss: 'shop', aud: 'coupons', exp: Math.floor(Date.now() / 1000) + 300 };
+}
+
+/** A token signed with the secret but shaped by hand, for what jose's SignJWT will not write. */
+function handMadeToken(header: object, claims: object, hash: 'sha256' | 'sha384' = 'sha256'): string {
+  const part = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const unsigned = `${part(header)}.${part(claims)}`;
+  return `${unsigned}.${createHmac(hash, SECRET).update(unsigned).digest('base64url')}`;
 }
 
 const clients = {
@@ -100,6 +111,19 @@ describe.each(Object.entries(clients))('IssueCoupon with user tokens over %s', (
       async () => `Bearer ${await token('bob', (j) => j, new TextEncoder().encode('x'.repeat(32)))}`,
     ],
     [
+      'an HS384 token signed with the same secret (only HS256 is accepted)',
+      async () => `Bearer ${handMadeToken({ alg: 'HS384' }, validClaims('bob'), 'sha384')}`,
+    ],
+    [
+      'a token with a critical header extension nobody here understands',
+      async () =>
+        `Bearer ${handMadeToken({ alg: 'HS256', crit: ['x-shop'], 'x-shop': 1 }, validClaims('bob'))}`,
+    ],
+    [
+      'a token whose exp is not a number',
+      async () => `Bearer ${handMadeToken({ alg: 'HS256' }, { ...validClaims('bob'), exp: 'never' })}`,
+    ],
+    [
       'an unsigned token',
       async () =>
         `Bearer ${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from('{"sub":"bob","iss":"shop","aud":"coupons"}').toString('base64url')}.`,
@@ -116,6 +140,31 @@ describe.each(Object.entries(clients))('IssueCoupon with user tokens over %s', (
     expect(await issue(id, 'late')).toBe('Unauthenticated');
     expect(await issue(id, 'winner')).toBe('Unauthenticated');
     expect(await issue(id, '', winner)).toBe('AlreadyExists');
+  });
+});
+
+describe('a refused user token is told why, without the token', () => {
+  it.each([
+    [
+      'expired',
+      (j: SignJWT) => j.setExpirationTime(Math.floor(Date.now() / 1000) - 10),
+      'the user token has expired; get a new one',
+    ],
+    ['not valid yet', (j: SignJWT) => j.setNotBefore('10m'), 'its "nbf" claim is not accepted here'],
+    ['another issuer', (j: SignJWT) => j.setIssuer('elsewhere'), 'its "iss" claim is not accepted here'],
+    ['another audience', (j: SignJWT) => j.setAudience('other'), 'its "aud" claim is not accepted here'],
+  ])('%s', async (_case, change, message) => {
+    const signed = await token('bob', change);
+    const refused = await clients
+      .gRPC(env.baseUrl)
+      .issueCoupon(
+        { campaignId: await campaign(), userId: '' },
+        { headers: { authorization: `Bearer ${signed}` } },
+      )
+      .catch((error: unknown) => ConnectError.from(error));
+    expect((refused as ConnectError).code).toBe(Code.Unauthenticated);
+    expect((refused as ConnectError).rawMessage).toContain(message);
+    expect((refused as ConnectError).rawMessage).not.toContain(signed.slice(0, 20));
   });
 });
 

@@ -120,7 +120,7 @@ describe('the reconciler with many idle live campaigns', () => {
     // No claim pending any more, and (with no idle margin here) no mark that counts: forgotten.
     await afterThisMillisecond();
     expect(await reconciler().reconcile()).toMatchObject({ forgotten: 1, active: 0 });
-    expect(await services.activity.listActive()).toEqual([]);
+    expect((await services.activity.listActive()).marks).toEqual([]);
   });
 
   it('never forgets a campaign marked again after the reconciler looked', async () => {
@@ -130,13 +130,13 @@ describe('the reconciler with many idle live campaigns', () => {
       ...openWindow(),
     });
     await services.activity.markActive(campaign.id);
-    const [seen] = await services.activity.listActive();
+    const [seen] = (await services.activity.listActive()).marks;
     expect(seen?.campaignId).toBe(campaign.id);
     await afterThisMillisecond();
     // Another instance marks it (its own one-second spacing does not apply here).
     await services.redis.markActive(`${env.config.redisKeyPrefix}active-campaigns`, campaign.id);
     expect(await services.activity.forgetUnlessMarkedSince(seen as NonNullable<typeof seen>)).toBe(false);
-    const [now] = await services.activity.listActive();
+    const [now] = (await services.activity.listActive()).marks;
     expect(now?.markedAtMs).toBeGreaterThan(seen?.markedAtMs ?? 0);
     expect(await services.activity.forgetUnlessMarkedSince(now as NonNullable<typeof now>)).toBe(true);
   });

@@ -7,8 +7,8 @@
 -- Returns three numbers per user, {status, value, remaining}; statuses: 0 claimed (value = claim
 -- ms), 1 not started (value = opens_at), 2 ended (value = closes_at), 3 duplicate, 4 sold out,
 -- 5 not loaded, 6 rate limited (value = ms until the user's count resets), 7 the user's earlier
--- claim is still pending (value = its claim ms; every status but 0 carries Redis' now as well in
--- the third number only for status 7: the gate's clock, to tell how old that claim is).
+-- claim is still pending (value = its claim ms). The third number is the slots left for 0, and
+-- Redis' now for 1 and 7 (the gate's clock: how far the opening is, how old that claim is).
 -- Every check runs before any write but the call count, so a refused claim changes nothing else.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -58,7 +58,7 @@ local function judge(user, calls_key)
     return 6, reset_in, -1
   end
   if now < opens_at then
-    return 1, opens_at, -1
+    return 1, opens_at, now
   end
   if now >= closes_at then
     return 2, closes_at, -1

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { Result } from 'ioredis';
+import { Cluster, type Result } from 'ioredis';
 import {
   type AmountChange,
   type CampaignGateState,
@@ -14,7 +14,7 @@ import {
 } from '../../application/ports.ts';
 import type { DependencyBreaker } from '../dependency-breaker.ts';
 import type { RedisClient } from './client.ts';
-import { TickBatcher } from './tick-batcher.ts';
+import { ItemFailure, TickBatcher } from './tick-batcher.ts';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -45,6 +45,13 @@ declare module 'ioredis' {
       lockMs: number,
       ...userIds: string[]
     ): Result<number, Context>;
+    readClock(anyKeyOfTheShard: string): Result<number, Context>;
+    inspectSlots(
+      remaining: string,
+      users: string,
+      pending: string,
+      staleAfterMs: number,
+    ): Result<number[], Context>;
     publishCampaign(
       window: string,
       remaining: string,
@@ -77,6 +84,8 @@ const SCRIPTS: Record<string, number | undefined> = {
   adoptHolders: 2,
   returnLeakedSlots: 4,
   publishCampaign: 5,
+  readClock: 1,
+  inspectSlots: 3,
   closeWindow: 2,
   changeAmount: 3,
   readLive: 3,
@@ -122,6 +131,10 @@ export interface SlotCounts {
   readonly users: number;
   /** Claims not yet confirmed. */
   readonly pending: number;
+}
+
+function dateOfTime([seconds, micros]: readonly (string | number | undefined)[]): Date {
+  return new Date(Number(seconds) * 1000 + Math.floor(Number(micros) / 1000));
 }
 
 export function campaignKeys(prefix: string, campaignId: string) {
@@ -184,9 +197,33 @@ export class RedisSlotGate implements SlotGate {
     return campaignKeys(this.keyPrefix, campaignId);
   }
 
-  async now(): Promise<Date> {
-    const [seconds, micros] = await this.call(undefined, 'reading the clock', () => this.redis.time());
-    return new Date(Number(seconds) * 1000 + Math.floor(Number(micros) / 1000));
+  /**
+   * The gate's clock: with a campaign, its own shard's (the clock its windows and claims are
+   * judged by); without one, any master's that answers (on a cluster, tried in turn, so one
+   * failing master does not stop what only needs the time of day).
+   */
+  async now(campaignId?: string): Promise<Date> {
+    if (campaignId !== undefined) {
+      const ms = await this.call(campaignId, 'reading the clock', () =>
+        this.redis.readClock(this.keys(campaignId).window),
+      );
+      return new Date(Number(ms));
+    }
+    if (!(this.redis instanceof Cluster)) {
+      return dateOfTime(await this.call(undefined, 'reading the clock', () => this.redis.time()));
+    }
+    // Not behind the shared breaker: one failing master must not make the others look down.
+    let failure: unknown;
+    for (const node of this.redis.nodes('master')) {
+      try {
+        return dateOfTime(await node.time());
+      } catch (error) {
+        failure = error;
+      }
+    }
+    throw new DependencyUnavailableError('redis', 'no Redis master answered for the time; retry shortly', {
+      cause: failure,
+    });
   }
 
   /** Every answer of this gate comes from Redis; SoldOutCachingGate remembers some. */
@@ -202,7 +239,7 @@ export class RedisSlotGate implements SlotGate {
     return this.claims.add(campaignId, userId);
   }
 
-  private async claimBatch(campaignId: string, userIds: string[]): Promise<ClaimOutcome[]> {
+  private async claimBatch(campaignId: string, userIds: string[]): Promise<(ClaimOutcome | ItemFailure)[]> {
     const k = this.keys(campaignId);
     const replies = await this.call(campaignId, 'claiming slots', () =>
       this.redis.claimSlots(
@@ -216,7 +253,14 @@ export class RedisSlotGate implements SlotGate {
         ...userIds,
       ),
     );
-    return userIds.map((_, i) => this.claimOutcome(replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]));
+    return userIds.map((_, i) => {
+      try {
+        return this.claimOutcome(replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]);
+      } catch (error) {
+        // One answer the gate cannot read fails that claim alone, not the batch around it.
+        return new ItemFailure(error);
+      }
+    });
   }
 
   private claimOutcome(status: unknown, value: unknown, remaining: unknown): ClaimOutcome {
@@ -224,7 +268,9 @@ export class RedisSlotGate implements SlotGate {
       case CLAIM_STATUS.claimed:
         return { status: 'claimed', claimedAt: new Date(Number(value)), remaining: Number(remaining) };
       case CLAIM_STATUS.notStarted:
-        return { status: 'not-started', opensAt: new Date(Number(value)) };
+        return Number(remaining) > 0
+          ? { status: 'not-started', opensAt: new Date(Number(value)), now: new Date(Number(remaining)) }
+          : { status: 'not-started', opensAt: new Date(Number(value)) };
       case CLAIM_STATUS.ended:
         return { status: 'ended', closedAt: new Date(Number(value)) };
       case CLAIM_STATUS.duplicate:
@@ -284,26 +330,15 @@ export class RedisSlotGate implements SlotGate {
     return { remaining: Number(remaining), users: Number(users), pending: Number(pending) };
   }
 
-  async inspectSlots(campaignId: string, claimedBefore: Date): Promise<SlotInspection | undefined> {
+  async inspectSlots(campaignId: string, staleAfterMs: number): Promise<SlotInspection | undefined> {
     const k = this.keys(campaignId);
-    // One MULTI, one round trip (pipelined with the other campaigns inspected at the same time).
-    const replies = await this.call(campaignId, 'inspecting slots', async () =>
-      this.redis
-        .multi()
-        .get(k.remaining)
-        .scard(k.users)
-        .zcard(k.pending)
-        .zcount(k.pending, '-inf', `(${claimedBefore.getTime()}`)
-        .exec(),
-    );
-    const [remaining, users, pending, stale] = (replies ?? []).map(([, value]) => value);
-    if (remaining === null || remaining === undefined) return undefined;
-    return {
-      remaining: Number(remaining),
-      users: Number(users),
-      pending: Number(pending),
-      stale: Number(stale),
-    };
+    const [remaining, users, pending, stale, now] = (
+      await this.call(campaignId, 'inspecting slots', () =>
+        this.redis.inspectSlots(k.remaining, k.users, k.pending, staleAfterMs),
+      )
+    ).map(Number) as [number, number, number, number, number];
+    if (remaining < 0) return undefined;
+    return { remaining, users, pending, stale, claimedBefore: new Date(now - staleAfterMs) };
   }
 
   async returnLeakedSlots(campaignId: string, slots: number, holders: readonly string[]): Promise<number> {
@@ -329,22 +364,27 @@ export class RedisSlotGate implements SlotGate {
   }
 
   /**
-   * Users marked served, split into holders and those whose claim is still pending, or undefined
-   * when there are more than `limit`. One MULTI, so both describe the same instant.
+   * Users marked served, split into holders and those whose claim is still pending, and the slots
+   * left, or undefined when there are more than `limit` users. One MULTI, so all describe the
+   * same instant.
    */
   async servedUsers(
     campaignId: string,
     limit: number,
-  ): Promise<{ holders: string[]; pending: string[] } | undefined> {
+  ): Promise<{ holders: string[]; pending: string[]; remaining: number } | undefined> {
     const k = this.keys(campaignId);
     const count = await this.call(campaignId, 'counting served users', () => this.redis.scard(k.users));
     if (count > limit) return undefined;
     const replies = await this.call(campaignId, 'reading served users', async () =>
-      this.redis.multi().smembers(k.users).zrange(k.pending, '0', '-1').exec(),
+      this.redis.multi().smembers(k.users).zrange(k.pending, '0', '-1').get(k.remaining).exec(),
     );
-    const [served, pending] = (replies ?? []).map(([, value]) => (value ?? []) as string[]);
-    const waiting = new Set(pending);
-    return { holders: (served ?? []).filter((user) => !waiting.has(user)), pending: [...waiting] };
+    const [served, pending, remaining] = (replies ?? []).map(([, value]) => value);
+    const waiting = new Set((pending ?? []) as string[]);
+    return {
+      holders: ((served ?? []) as string[]).filter((user) => !waiting.has(user)),
+      pending: [...waiting],
+      remaining: remaining === null || remaining === undefined ? Number.NaN : Number(remaining),
+    };
   }
 
   async adoptHolders(campaignId: string, userIds: readonly string[]): Promise<number> {

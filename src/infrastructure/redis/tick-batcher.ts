@@ -1,10 +1,18 @@
+/** One item of a batch that failed on its own; its caller gets `error`, the others their results. */
+export class ItemFailure {
+  readonly error: unknown;
+  constructor(error: unknown) {
+    this.error = error;
+  }
+}
+
 /**
  * Coalesces calls made in the same turn of the event loop into one call per key: under load many
  * requests arrive per turn, and one Redis command for all of them costs about as much as one for
  * each would cost alone. Items keep their arrival order; each caller gets its own result.
  */
 export class TickBatcher<Item, Result> {
-  private readonly run: (key: string, items: Item[]) => Promise<readonly Result[]>;
+  private readonly run: (key: string, items: Item[]) => Promise<readonly (Result | ItemFailure)[]>;
   private readonly maxBatch: number;
   private pending = new Map<
     string,
@@ -14,9 +22,13 @@ export class TickBatcher<Item, Result> {
 
   /**
    * `run` gets a key's items in arrival order, at most `maxBatch` at a time, and answers one
-   * result per item in the same order; if it throws, every item of that call fails with it.
+   * result per item in the same order (an ItemFailure fails that item's caller alone); if it
+   * throws, every item of that call fails with it.
    */
-  constructor(run: (key: string, items: Item[]) => Promise<readonly Result[]>, maxBatch: number) {
+  constructor(
+    run: (key: string, items: Item[]) => Promise<readonly (Result | ItemFailure)[]>,
+    maxBatch: number,
+  ) {
     this.run = run;
     this.maxBatch = maxBatch;
   }
@@ -49,7 +61,11 @@ export class TickBatcher<Item, Result> {
           .then((items) => this.run(key, items))
           .then(
             (results) => {
-              for (let i = 0; i < waiting.length; i++) waiting[i]?.resolve(results[i] as Result);
+              for (let i = 0; i < waiting.length; i++) {
+                const result = results[i];
+                if (result instanceof ItemFailure) waiting[i]?.reject(result.error);
+                else waiting[i]?.resolve(result as Result);
+              }
             },
             (error: unknown) => {
               for (const caller of waiting) caller.reject(error);

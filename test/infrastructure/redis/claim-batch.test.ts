@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Services } from '../../../src/app.ts';
 import { subscriberFor } from '../../../src/infrastructure/redis/client.ts';
-import { TickBatcher } from '../../../src/infrastructure/redis/tick-batcher.ts';
+import { ItemFailure, TickBatcher } from '../../../src/infrastructure/redis/tick-batcher.ts';
 import { isolatedConfig, openWindow, startServices, uniqueName } from '../../support/services.ts';
 
 let env: Awaited<ReturnType<typeof startServices>>;
@@ -132,5 +132,16 @@ describe('TickBatcher', () => {
       batcher.add('down', 'c'),
     ]);
     expect(results.map((result) => result.status)).toEqual(['rejected', 'fulfilled', 'rejected']);
+  });
+
+  it('fails only the caller of an item that failed on its own', async () => {
+    const batcher = new TickBatcher<string, string>(
+      async (_key, items) =>
+        items.map((item) => (item === 'bad' ? new ItemFailure(new Error('unreadable')) : item)),
+      10,
+    );
+    const results = await Promise.allSettled(['a', 'bad', 'c'].map((item) => batcher.add('k', item)));
+    expect(results.map((result) => result.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((results[1] as PromiseRejectedResult).reason).toEqual(new Error('unreadable'));
   });
 });
