@@ -22,8 +22,11 @@ import { registerReflection } from './api/reflection.ts';
 import { createPolyglotServer, type RequestHandler } from './api/server.ts';
 import { UserTokens, userAuthInterceptor, verifiedUserKey } from './api/user-tokens.ts';
 import { CampaignDirectory } from './application/campaign-directory.ts';
+import { CampaignOperations } from './application/campaign-operations.ts';
 import { CampaignService } from './application/campaign-service.ts';
+import { CampaignWatch } from './application/campaign-watch.ts';
 import { CouponIssuer } from './application/issue-coupon.ts';
+import { PageTokens } from './application/page-tokens.ts';
 import type { CampaignRepository, CouponRepository } from './application/ports.ts';
 import { ClaimReconciler } from './application/reconcile-claims.ts';
 import type { Config } from './config.ts';
@@ -76,6 +79,10 @@ export interface App {
 export interface Services {
   readonly campaigns: CampaignService;
   readonly issuer: CouponIssuer;
+  /** Admin changes of running campaigns: close, change the amount. */
+  readonly operations: CampaignOperations;
+  /** WatchCampaign's feeds: one reader per watched campaign on this instance. */
+  readonly watch: CampaignWatch;
   readonly reconciler: ClaimReconciler;
   /** The ids of every live campaign, so made-up ids are refused from memory. */
   readonly directory: CampaignDirectory;
@@ -282,13 +289,37 @@ export async function buildServices(
     }
   }, config.reconcileIntervalMs);
 
+  // Every instance of the deployment shares its id, so a page token from one is honoured by all.
+  const pageTokens = new PageTokens(await deploymentId(db));
+  const gateControls = {
+    now: (campaignId?: string) => gate.now(campaignId),
+    loadCampaign: (state: Parameters<typeof gate.loadCampaign>[0]) => gate.loadCampaign(state),
+    closeWindow: (campaignId: string) => redisGate.closeWindow(campaignId),
+    changeAmount: (campaignId: string, difference: number, amount: number) =>
+      redisGate.changeAmount(campaignId, difference, amount),
+    readLive: (campaignId: string) => redisGate.readLive(campaignId),
+    forgetSoldOut: (campaignId: string) => gate.forgetSoldOut(campaignId),
+  };
+  const watch = new CampaignWatch({
+    campaigns: campaignRepository,
+    gate: gateControls,
+    options: {
+      maxLifetimeMs: config.watchLifetimeMs,
+      messagesPerSecond: config.watchMessagesPerSecond,
+      settleMs: 2 * config.dependencyTimeoutMs,
+    },
+  });
+
   return {
     campaigns: new CampaignService({
       campaigns: campaignRepository,
       gate,
       directory,
+      pageTokens,
       maxConcurrentCodeReads: config.campaignCodeReadsMax,
     }),
+    operations: new CampaignOperations({ campaigns: campaignRepository, gate: gateControls, directory }),
+    watch,
     issuer: new CouponIssuer({
       gate,
       campaigns: campaignRepository,
@@ -312,6 +343,7 @@ export async function buildServices(
     shardBreakers,
     metrics,
     async close() {
+      watch.close();
       await Promise.all([reconciling.stop(), refreshingDirectory.stop()]);
       for (const breaker of Object.values(breakers)) breaker.shutdown();
       shardBreakers.shutdown();
@@ -473,6 +505,8 @@ export async function buildApp(
     listen: () => server.listen(config.port, config.host),
     async close() {
       draining = true;
+      // Watch streams would otherwise hold the drain for the whole grace period.
+      services.watch.close();
       await server.close(config.shutdownGraceMs);
       await services.close();
     },

@@ -191,6 +191,14 @@ const schema = z.object({
   USER_JWT_ISSUER: z.string().optional(),
   /** USER_JWT_AUDIENCE: when set, a user token's `aud` must contain it. */
   USER_JWT_AUDIENCE: z.string().optional(),
+  // Campaign operations (issue 13).
+  /** WATCH_LIFETIME_MS: a WatchCampaign stream ends after this long (the client reconnects), so none holds a connection forever. */
+  WATCH_LIFETIME_MS: positiveInt
+    .min(1_000)
+    .max(24 * 60 * 60 * 1000)
+    .default(5 * 60_000),
+  /** WATCH_MESSAGES_PER_SECOND: WatchCampaign messages a second per process at most, over all streams (each stream still at most 10 a second). */
+  WATCH_MESSAGES_PER_SECOND: positiveInt.default(2_000),
   /** LOG_LEVEL: pino level (fatal, error, warn, info, debug, trace, silent). */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -225,6 +233,8 @@ export interface Config {
   readonly issueRateLimitPerIp: number;
   readonly trustProxy: TrustedProxies;
   readonly campaignCodeReadsMax: number;
+  readonly watchLifetimeMs: number;
+  readonly watchMessagesPerSecond: number;
   /** How IssueCoupon callers prove who the user is; undefined: they do not (a gateway does). */
   readonly userTokens: UserTokenOptions | undefined;
 }
@@ -337,6 +347,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     issueRateLimitPerIp: c.ISSUE_RATE_LIMIT_PER_IP,
     trustProxy: c.TRUST_PROXY,
     campaignCodeReadsMax: c.CAMPAIGN_CODE_READS_MAX,
+    watchLifetimeMs: c.WATCH_LIFETIME_MS,
+    watchMessagesPerSecond: c.WATCH_MESSAGES_PER_SECOND,
     userTokens: key
       ? {
           key,

@@ -18,6 +18,7 @@ const CODE_OF: Record<DomainErrorKind, Code> = {
   'permission-denied': Code.PermissionDenied,
   // Retry this very call later: the canonical code for "try again", carrying when in its message.
   'claim-pending': Code.Unavailable,
+  'amount-below-claimed': Code.FailedPrecondition,
 };
 
 /** A ConnectError for an expected refusal: without a stack trace, which no one reads and costs more than the answer. */

@@ -17,6 +17,7 @@ const ISSUE_OUTCOME_OF: Record<DomainErrorKind, string> = {
   unauthenticated: 'unauthenticated',
   'permission-denied': 'permission_denied',
   'claim-pending': 'pending',
+  'amount-below-claimed': 'invalid',
 };
 
 /** Code names as Prometheus label values, computed once rather than per call. */

@@ -1,4 +1,4 @@
-import type { Campaign, NewCampaign } from '../domain/campaign.ts';
+import type { Campaign, CampaignState, NewCampaign } from '../domain/campaign.ts';
 
 /**
  * The interfaces the use cases need from the outside world. Infrastructure implements them;
@@ -144,6 +144,44 @@ export interface SlotGate {
   loadCampaign(state: CampaignGateState): Promise<void>;
 }
 
+export type WindowClose =
+  /** Closed by this call, at `closedAt` on the gate's clock. */
+  | { readonly status: 'closed'; readonly closedAt: Date }
+  /** Closed before (by a close or by its window): nothing changed. */
+  | { readonly status: 'already-closed'; readonly closedAt: Date }
+  | { readonly status: 'not-loaded' };
+
+export type AmountChange =
+  | { readonly status: 'changed'; readonly remaining: number }
+  /** The new amount is below what the gate has handed out; `remaining` is what it has left. */
+  | { readonly status: 'below-claimed'; readonly remaining: number }
+  | { readonly status: 'not-loaded' };
+
+/** What a watcher shows of a campaign's gate, at `now` on the gate's clock. */
+export interface LiveGateCounts {
+  readonly now: Date;
+  /** Absent when the campaign is not loaded in the gate. */
+  readonly gate?: {
+    readonly opensAt: Date;
+    readonly closesAt: Date;
+    /** Set once an amount change reached the gate; else the database's amount holds. */
+    readonly amount: number | undefined;
+    readonly remaining: number;
+    readonly pending: number;
+  };
+}
+
+/** What admin changes and watchers need of the gate beyond claims. */
+export interface CampaignGateControls {
+  /** Closes issuing now on the gate's clock: every claim judged after it is refused as ended. */
+  closeWindow(campaignId: string): Promise<WindowClose>;
+  /** Adds `difference` slots (negative: removes), never below what was handed out. */
+  changeAmount(campaignId: string, difference: number, amount: number): Promise<AmountChange>;
+  readLive(campaignId: string): Promise<LiveGateCounts>;
+  /** Tells every instance to stop answering "sold out" from memory for the campaign. */
+  forgetSoldOut(campaignId: string): Promise<void>;
+}
+
 /** A campaign's id and when it closes: what each instance keeps to tell live ids from made-up ones. */
 export interface LiveCampaign {
   readonly id: string;
@@ -158,9 +196,68 @@ export interface CampaignAnnouncer {
   announce(campaign: LiveCampaign): Promise<void>;
 }
 
+/** One admin change of a campaign, as recorded. */
+export interface CampaignEventInput {
+  /** 'created', 'closed', 'amount_changed'. */
+  readonly kind: string;
+  readonly detail: string;
+  /** A fingerprint of the admin credential (see admin-auth.ts), never the credential. */
+  readonly actor: string;
+  readonly at: Date;
+}
+
+export interface CampaignEventRecord extends CampaignEventInput {
+  /** The event's place in the campaign's history (increasing), for paging. */
+  readonly id: number;
+}
+
+export interface CouponRecord {
+  /** The coupon's place in issue order (increasing), for paging. */
+  readonly id: number;
+  readonly code: string;
+  readonly campaignId: string;
+  readonly userId: string;
+  readonly issuedAt: Date;
+}
+
+/** What an admin change decided while holding the campaign's row; `change` absent: nothing written. */
+export interface LockedDecision<T> {
+  readonly result: T;
+  readonly change?: {
+    readonly amount?: number;
+    readonly issuedAt?: Date;
+    readonly expiresAt?: Date;
+    readonly event: CampaignEventInput;
+  };
+}
+
 export interface CampaignRepository {
-  /** Throws CampaignNameTakenError when the name exists. */
-  create(campaign: NewCampaign): Promise<Campaign>;
+  /** Records the campaign and its 'created' event in one transaction; CampaignNameTakenError when the name exists. */
+  create(campaign: NewCampaign, created?: { readonly actor: string; readonly at: Date }): Promise<Campaign>;
+  findById(campaignId: string): Promise<Campaign | undefined>;
+  /**
+   * Newest first (ids are UUIDv7), those before `beforeId` when given, at most `limit`, only
+   * those in `state` at `now` when given.
+   */
+  listCampaigns(query: {
+    readonly now: Date;
+    readonly state?: CampaignState;
+    readonly beforeId?: string;
+    readonly limit: number;
+  }): Promise<Campaign[]>;
+  /** The campaign's coupons in issue order after the one `afterId` names, at most `limit`. */
+  listCoupons(campaignId: string, afterId: number, limit: number): Promise<CouponRecord[]>;
+  /** The campaign's events in the order they happened after `afterId`, at most `limit`. */
+  listEvents(campaignId: string, afterId: number, limit: number): Promise<CampaignEventRecord[]>;
+  /**
+   * Runs `decide` while holding the campaign's row (SELECT ... FOR UPDATE), then writes its change
+   * and event in the same transaction. Coupon writes of the campaign wait meanwhile, so they are
+   * judged against the amount as changed. Undefined when no campaign has the id.
+   */
+  changeLocked<T>(
+    campaignId: string,
+    decide: (current: Campaign) => Promise<LockedDecision<T>>,
+  ): Promise<{ readonly result: T; readonly campaign: Campaign } | undefined>;
   findByName(name: string): Promise<Campaign | undefined>;
   /** The campaign and every code issued so far (in issue order), read from one snapshot. */
   findByNameWithCodes(name: string): Promise<{ campaign: Campaign; couponCodes: string[] } | undefined>;

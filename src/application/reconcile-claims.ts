@@ -219,7 +219,9 @@ export class ClaimReconciler {
     const counts = await this.gate.countSlots(campaign.id);
     const state = await this.campaigns.loadGateState(campaign.id);
     if (!counts || !state) return 0;
-    const leaked = campaign.amount - counts.remaining - counts.pending - state.campaign.issuedCount;
+    // The amount read with the rows, not the one of the pass's first read: an amount changed in
+    // between would otherwise look like leaked slots (change-amount.lua also pauses this repair).
+    const leaked = state.campaign.amount - counts.remaining - counts.pending - state.campaign.issuedCount;
     return leaked > 0 ? this.gate.returnLeakedSlots(campaign.id, leaked, state.userIds) : 0;
   }
 

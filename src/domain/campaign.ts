@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from './errors.ts';
+import { CampaignNotFoundError, InvalidArgumentError } from './errors.ts';
 
 export const CAMPAIGN_NAME_MAX_LENGTH = 200;
 export const CAMPAIGN_AMOUNT_MAX = 10_000_000;
@@ -114,6 +114,16 @@ export function couldBeCampaignId(campaignId: string): boolean {
 }
 
 /**
+ * An id a campaign could have, or the refusal: empty or overlong is INVALID_ARGUMENT; one that is
+ * no lowercase UUID names no campaign (NOT_FOUND), as for IssueCoupon.
+ */
+export function campaignIdOrThrow(campaignId: string): string {
+  validateCampaignId(campaignId);
+  if (!couldBeCampaignId(campaignId)) throw new CampaignNotFoundError('id', campaignId);
+  return campaignId;
+}
+
+/**
  * A user id is compared byte for byte by both stores, so one that only looks like another is a
  * different user. Ids that invite such look-alikes are refused rather than stored: white space at
  * either end ("alice" and "alice "), control characters, and lone surrogates (which every store
@@ -164,4 +174,55 @@ function refuseAmbiguousText(field: string, text: string): void {
   if (WHITE_SPACE_AT_AN_END.test(text)) {
     throw new InvalidArgumentError(field, `${field} must not start or end with white space`);
   }
+}
+
+/** Where a campaign stands at an instant of the gate's clock. */
+export type CampaignState = 'scheduled' | 'open' | 'sold-out' | 'ended';
+
+/**
+ * The state at `now` (the gate's clock), from the window and the counts. A campaign closed before
+ * it opened has an empty window (issued_at = expires_at = the close) and is ended.
+ */
+export function campaignState(
+  campaign: Pick<Campaign, 'amount' | 'issuedCount' | 'issuedAt' | 'expiresAt'>,
+  now: Date,
+): CampaignState {
+  if (now.getTime() >= campaign.expiresAt.getTime()) return 'ended';
+  if (now.getTime() < campaign.issuedAt.getTime()) return 'scheduled';
+  return campaign.issuedCount >= campaign.amount ? 'sold-out' : 'open';
+}
+
+/** A campaign as a client sees it: with its state at the instant it was read. */
+export interface CampaignView extends Campaign {
+  readonly state: CampaignState;
+}
+
+export function viewOf(campaign: Campaign, now: Date): CampaignView {
+  return { ...campaign, state: campaignState(campaign, now) };
+}
+
+/** A new amount for a campaign: the same bounds as at creation (the floor is the gate's to judge). */
+export function validateAmount(amount: bigint): number {
+  if (amount <= 0n || amount > BigInt(CAMPAIGN_AMOUNT_MAX)) {
+    throw new InvalidArgumentError(
+      'amount',
+      `amount must be between 1 and ${CAMPAIGN_AMOUNT_MAX}, got ${amount}`,
+    );
+  }
+  return Number(amount);
+}
+
+export const DEFAULT_PAGE_SIZE = 50;
+export const MAX_PAGE_SIZE = 500;
+
+/** A list call's page size: 0 means the default; negative or over the maximum is refused. */
+export function pageSizeOf(requested: number): number {
+  if (requested === 0) return DEFAULT_PAGE_SIZE;
+  if (requested < 0 || requested > MAX_PAGE_SIZE) {
+    throw new InvalidArgumentError(
+      'page_size',
+      `page_size must be between 0 and ${MAX_PAGE_SIZE}, got ${requested}`,
+    );
+  }
+  return requested;
 }

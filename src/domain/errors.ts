@@ -42,7 +42,8 @@ export type DomainErrorKind =
   | 'too-many-reads'
   | 'unauthenticated'
   | 'permission-denied'
-  | 'claim-pending';
+  | 'claim-pending'
+  | 'amount-below-claimed';
 
 export class InvalidArgumentError extends DomainError {
   readonly kind = 'invalid-argument';
@@ -145,5 +146,15 @@ export class ClaimPendingError extends DomainError {
       `user ${quoted(userId)}'s earlier request for campaign ${campaignId} is still being settled: it ends as this user's coupon or goes back to the campaign; retry in ${retryMs} ms`,
     );
     this.retryAfterMs = retryMs;
+  }
+}
+
+/** A new amount below what the gate has already handed out (coupons issued and claims under way). */
+export class AmountBelowClaimedError extends DomainError {
+  readonly kind = 'amount-below-claimed';
+  constructor(campaignId: string, amount: number, claimed: number) {
+    super(
+      `campaign ${campaignId} cannot have ${amount} coupons: ${claimed} are already issued or being issued; ask for at least ${claimed}`,
+    );
   }
 }

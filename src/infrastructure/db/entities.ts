@@ -38,4 +38,29 @@ export const CouponEntity = defineEntity({
     issuedAt: p.datetime(3),
   },
   uniques: [{ name: 'coupon_campaign_user_unique', properties: ['campaign', 'userId'] }],
+  // A campaign's coupons in issue order, one page at a time (ListCoupons' keyset).
+  indexes: [{ name: 'coupon_campaign_order_index', properties: ['campaign', 'id'] }],
+});
+
+/**
+ * The audit trail: one row per admin change of a campaign (created, closed, amount changed),
+ * written in the same transaction as the change. `actor` is a fingerprint of the credential.
+ */
+export const CampaignEventEntity = defineEntity({
+  name: 'CampaignEvent',
+  tableName: 'campaign_event',
+  properties: {
+    id: p.bigint('number').primary().autoincrement(),
+    campaign: () =>
+      p
+        .manyToOne(CampaignEntity)
+        .fieldName('campaign_id')
+        .foreignKeyName('campaign_event_campaign_fk')
+        .index(false),
+    kind: p.string().length(32),
+    detail: p.string().length(500),
+    actor: p.string().length(64),
+    at: p.datetime(3),
+  },
+  indexes: [{ name: 'campaign_event_campaign_order_index', properties: ['campaign', 'id'] }],
 });

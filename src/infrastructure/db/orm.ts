@@ -1,9 +1,10 @@
 import { MikroORM } from '@mikro-orm/mariadb';
 import { Migrator } from '@mikro-orm/migrations';
-import { CampaignEntity, CouponEntity } from './entities.ts';
+import { CampaignEntity, CampaignEventEntity, CouponEntity } from './entities.ts';
 import { Migration20261125000000_initial } from './migrations/Migration20261125000000_initial.ts';
 import { Migration20261201000000_nopad_collation } from './migrations/Migration20261201000000_nopad_collation.ts';
 import { Migration20261201000100_deployment } from './migrations/Migration20261201000100_deployment.ts';
+import { Migration20261215000000_campaign_operations } from './migrations/Migration20261215000000_campaign_operations.ts';
 
 export type Database = MikroORM;
 
@@ -24,7 +25,7 @@ export interface DatabaseOptions {
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const orm = await MikroORM.init({
     clientUrl: options.url,
-    entities: [CampaignEntity, CouponEntity],
+    entities: [CampaignEntity, CouponEntity, CampaignEventEntity],
     extensions: [Migrator],
     discovery: { warnWhenNoEntities: false },
     // Every instant is written from the application in UTC (no DB-side NOW() or defaults), so
@@ -38,6 +39,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
         Migration20261125000000_initial,
         Migration20261201000000_nopad_collation,
         Migration20261201000100_deployment,
+        Migration20261215000000_campaign_operations,
       ],
       snapshot: false,
       snapshotOnMigrate: false,

@@ -2,12 +2,15 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Cluster, type Result } from 'ioredis';
 import {
+  type AmountChange,
   type CampaignGateState,
   type ClaimOutcome,
   DependencyUnavailableError,
+  type LiveGateCounts,
   type PendingClaim,
   type SlotGate,
   type SlotInspection,
+  type WindowClose,
 } from '../../application/ports.ts';
 import type { DependencyBreaker } from '../dependency-breaker.ts';
 import type { RedisClient } from './client.ts';
@@ -60,6 +63,16 @@ declare module 'ioredis' {
       remainingCount: number,
       expireAt: number,
     ): Result<number, Context>;
+    closeWindow(window: string, remaining: string): Result<number[], Context>;
+    changeAmount(
+      window: string,
+      remaining: string,
+      repairLock: string,
+      difference: number,
+      amount: number,
+      repairPauseMs: number,
+    ): Result<number[], Context>;
+    readLive(window: string, remaining: string, pending: string): Result<number[], Context>;
   }
 }
 
@@ -73,6 +86,9 @@ const SCRIPTS: Record<string, number | undefined> = {
   publishCampaign: 5,
   readClock: 1,
   inspectSlots: 3,
+  closeWindow: 2,
+  changeAmount: 3,
+  readLive: 3,
 };
 
 /** Scripts called with their key count as the first argument (see `connectRedis` for why it matters). */
@@ -90,6 +106,13 @@ const CLAIM_STATUS = {
   rateLimited: 6,
   pending: 7,
 } as const;
+
+/**
+ * After an amount change, the reconciler gives back no "leaked" slots of the campaign for this
+ * long: one that read the database's amount before the change would count the difference as a
+ * leak. Far longer than any reconciler's reads take; a real leak waits that much longer.
+ */
+const AMOUNT_CHANGE_REPAIR_PAUSE_MS = 30_000;
 
 /** Claims (and confirms) of one campaign per Redis call at most; bounds how long one script runs. */
 const MAX_BATCH = 256;
@@ -433,6 +456,79 @@ export class RedisSlotGate implements SlotGate {
         campaign.expiresAt.getTime() + KEEP_AFTER_CLOSE_MS,
       );
     });
+  }
+
+  /**
+   * Closes the campaign's window now, on Redis' clock (see close-window.lua). Idempotent: a closed
+   * campaign answers when it closed.
+   */
+  async closeWindow(campaignId: string): Promise<WindowClose> {
+    const k = this.keys(campaignId);
+    const [status, closesAt] = await this.call(campaignId, 'closing a campaign', () =>
+      this.redis.closeWindow(k.window, k.remaining),
+    );
+    switch (status) {
+      case 0:
+        return { status: 'closed', closedAt: new Date(Number(closesAt)) };
+      case 1:
+        return { status: 'already-closed', closedAt: new Date(Number(closesAt)) };
+      case 5:
+        return { status: 'not-loaded' };
+      default:
+        throw new DependencyUnavailableError(
+          'redis',
+          `the close script answered an unknown status ${String(status)}`,
+        );
+    }
+  }
+
+  /** Changes the campaign's slots by `difference`, never below what was handed out (change-amount.lua). */
+  async changeAmount(campaignId: string, difference: number, amount: number): Promise<AmountChange> {
+    const k = this.keys(campaignId);
+    const [status, remaining] = await this.call(campaignId, 'changing the amount of a campaign', () =>
+      this.redis.changeAmount(
+        k.window,
+        k.remaining,
+        `${k.users}:repair`,
+        difference,
+        amount,
+        AMOUNT_CHANGE_REPAIR_PAUSE_MS,
+      ),
+    );
+    switch (status) {
+      case 0:
+        return { status: 'changed', remaining: Number(remaining) };
+      case 1:
+        return { status: 'below-claimed', remaining: Number(remaining) };
+      case 5:
+        return { status: 'not-loaded' };
+      default:
+        throw new DependencyUnavailableError(
+          'redis',
+          `the amount script answered an unknown status ${String(status)}`,
+        );
+    }
+  }
+
+  /** The window, amount and counts a watcher shows, at one instant of the gate's clock. */
+  async readLive(campaignId: string): Promise<LiveGateCounts> {
+    const k = this.keys(campaignId);
+    const [now, opensAt, closesAt, amount, remaining, pending] = (
+      await this.call(campaignId, 'reading a campaign', () =>
+        this.redis.readLive(k.window, k.remaining, k.pending),
+      )
+    ).map(Number) as [number, number, number, number, number, number];
+    if (remaining < 0 || opensAt < 0) return { now: new Date(now) };
+    return {
+      now: new Date(now),
+      gate: {
+        opensAt: new Date(opensAt),
+        closesAt: new Date(closesAt),
+        amount: amount < 0 ? undefined : amount,
+        remaining,
+        pending,
+      },
+    };
   }
 
   /** Runs a command through the breaker of its campaign's shard, or the general one without a campaign. */

@@ -263,6 +263,14 @@ export class SoldOutCachingGate implements SlotGate {
     return this.gate.listPendingClaims(campaignId, before, limit);
   }
 
+  /**
+   * Slots were added (an amount raised) or the campaign closed: every instance drops its sold-out
+   * mark at once, as for a slot given back, and asks Redis again.
+   */
+  forgetSoldOut(campaignId: string): Promise<void> {
+    return this.announceSlotBack(campaignId);
+  }
+
   private async announceSlotBack(campaignId: string): Promise<void> {
     this.forget(campaignId);
     // If the announcement is lost, other instances trust their mark for at most `trustMs`.

@@ -2,7 +2,7 @@
 // @generated from file coupon/v1/coupon.proto (package coupon.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 
@@ -177,6 +177,13 @@ export declare type Campaign = Message<"coupon.v1.Campaign"> & {
    * @generated from field: google.protobuf.Timestamp expires_at = 6;
    */
   expiresAt?: Timestamp | undefined;
+
+  /**
+   * Computed from the window on the gate's clock and the counts.
+   *
+   * @generated from field: coupon.v1.CampaignState state = 7;
+   */
+  state: CampaignState;
 };
 
 /**
@@ -184,6 +191,308 @@ export declare type Campaign = Message<"coupon.v1.Campaign"> & {
  * Use `create(CampaignSchema)` to create a new message.
  */
 export declare const CampaignSchema: GenMessage<Campaign>;
+
+/**
+ * @generated from message coupon.v1.ListCampaignsRequest
+ */
+export declare type ListCampaignsRequest = Message<"coupon.v1.ListCampaignsRequest"> & {
+  /**
+   * 0 means 50; at most 500.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page of the same query; empty for the first page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Only campaigns in this state; unset lists all.
+   *
+   * @generated from field: coupon.v1.CampaignState state = 3;
+   */
+  state: CampaignState;
+};
+
+/**
+ * Describes the message coupon.v1.ListCampaignsRequest.
+ * Use `create(ListCampaignsRequestSchema)` to create a new message.
+ */
+export declare const ListCampaignsRequestSchema: GenMessage<ListCampaignsRequest>;
+
+/**
+ * @generated from message coupon.v1.ListCampaignsResponse
+ */
+export declare type ListCampaignsResponse = Message<"coupon.v1.ListCampaignsResponse"> & {
+  /**
+   * @generated from field: repeated coupon.v1.Campaign campaigns = 1;
+   */
+  campaigns: Campaign[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message coupon.v1.ListCampaignsResponse.
+ * Use `create(ListCampaignsResponseSchema)` to create a new message.
+ */
+export declare const ListCampaignsResponseSchema: GenMessage<ListCampaignsResponse>;
+
+/**
+ * @generated from message coupon.v1.WatchCampaignRequest
+ */
+export declare type WatchCampaignRequest = Message<"coupon.v1.WatchCampaignRequest"> & {
+  /**
+   * @generated from field: string campaign_id = 1;
+   */
+  campaignId: string;
+};
+
+/**
+ * Describes the message coupon.v1.WatchCampaignRequest.
+ * Use `create(WatchCampaignRequestSchema)` to create a new message.
+ */
+export declare const WatchCampaignRequestSchema: GenMessage<WatchCampaignRequest>;
+
+/**
+ * @generated from message coupon.v1.WatchCampaignResponse
+ */
+export declare type WatchCampaignResponse = Message<"coupon.v1.WatchCampaignResponse"> & {
+  /**
+   * @generated from field: coupon.v1.Campaign campaign = 1;
+   */
+  campaign?: Campaign | undefined;
+};
+
+/**
+ * Describes the message coupon.v1.WatchCampaignResponse.
+ * Use `create(WatchCampaignResponseSchema)` to create a new message.
+ */
+export declare const WatchCampaignResponseSchema: GenMessage<WatchCampaignResponse>;
+
+/**
+ * @generated from message coupon.v1.CloseCampaignRequest
+ */
+export declare type CloseCampaignRequest = Message<"coupon.v1.CloseCampaignRequest"> & {
+  /**
+   * @generated from field: string campaign_id = 1;
+   */
+  campaignId: string;
+};
+
+/**
+ * Describes the message coupon.v1.CloseCampaignRequest.
+ * Use `create(CloseCampaignRequestSchema)` to create a new message.
+ */
+export declare const CloseCampaignRequestSchema: GenMessage<CloseCampaignRequest>;
+
+/**
+ * @generated from message coupon.v1.CloseCampaignResponse
+ */
+export declare type CloseCampaignResponse = Message<"coupon.v1.CloseCampaignResponse"> & {
+  /**
+   * With expires_at the moment issuing closed.
+   *
+   * @generated from field: coupon.v1.Campaign campaign = 1;
+   */
+  campaign?: Campaign | undefined;
+};
+
+/**
+ * Describes the message coupon.v1.CloseCampaignResponse.
+ * Use `create(CloseCampaignResponseSchema)` to create a new message.
+ */
+export declare const CloseCampaignResponseSchema: GenMessage<CloseCampaignResponse>;
+
+/**
+ * @generated from message coupon.v1.UpdateCampaignAmountRequest
+ */
+export declare type UpdateCampaignAmountRequest = Message<"coupon.v1.UpdateCampaignAmountRequest"> & {
+  /**
+   * @generated from field: string campaign_id = 1;
+   */
+  campaignId: string;
+
+  /**
+   * 1 to 10,000,000, and at least the coupons issued or claimed so far.
+   *
+   * @generated from field: int64 amount = 2;
+   */
+  amount: bigint;
+};
+
+/**
+ * Describes the message coupon.v1.UpdateCampaignAmountRequest.
+ * Use `create(UpdateCampaignAmountRequestSchema)` to create a new message.
+ */
+export declare const UpdateCampaignAmountRequestSchema: GenMessage<UpdateCampaignAmountRequest>;
+
+/**
+ * @generated from message coupon.v1.UpdateCampaignAmountResponse
+ */
+export declare type UpdateCampaignAmountResponse = Message<"coupon.v1.UpdateCampaignAmountResponse"> & {
+  /**
+   * @generated from field: coupon.v1.Campaign campaign = 1;
+   */
+  campaign?: Campaign | undefined;
+};
+
+/**
+ * Describes the message coupon.v1.UpdateCampaignAmountResponse.
+ * Use `create(UpdateCampaignAmountResponseSchema)` to create a new message.
+ */
+export declare const UpdateCampaignAmountResponseSchema: GenMessage<UpdateCampaignAmountResponse>;
+
+/**
+ * @generated from message coupon.v1.ListCouponsRequest
+ */
+export declare type ListCouponsRequest = Message<"coupon.v1.ListCouponsRequest"> & {
+  /**
+   * @generated from field: string campaign_id = 1;
+   */
+  campaignId: string;
+
+  /**
+   * 0 means 50; at most 500.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message coupon.v1.ListCouponsRequest.
+ * Use `create(ListCouponsRequestSchema)` to create a new message.
+ */
+export declare const ListCouponsRequestSchema: GenMessage<ListCouponsRequest>;
+
+/**
+ * @generated from message coupon.v1.ListCouponsResponse
+ */
+export declare type ListCouponsResponse = Message<"coupon.v1.ListCouponsResponse"> & {
+  /**
+   * In issue order.
+   *
+   * @generated from field: repeated coupon.v1.Coupon coupons = 1;
+   */
+  coupons: Coupon[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message coupon.v1.ListCouponsResponse.
+ * Use `create(ListCouponsResponseSchema)` to create a new message.
+ */
+export declare const ListCouponsResponseSchema: GenMessage<ListCouponsResponse>;
+
+/**
+ * @generated from message coupon.v1.ListCampaignEventsRequest
+ */
+export declare type ListCampaignEventsRequest = Message<"coupon.v1.ListCampaignEventsRequest"> & {
+  /**
+   * @generated from field: string campaign_id = 1;
+   */
+  campaignId: string;
+
+  /**
+   * 0 means 50; at most 500.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message coupon.v1.ListCampaignEventsRequest.
+ * Use `create(ListCampaignEventsRequestSchema)` to create a new message.
+ */
+export declare const ListCampaignEventsRequestSchema: GenMessage<ListCampaignEventsRequest>;
+
+/**
+ * @generated from message coupon.v1.ListCampaignEventsResponse
+ */
+export declare type ListCampaignEventsResponse = Message<"coupon.v1.ListCampaignEventsResponse"> & {
+  /**
+   * Oldest first.
+   *
+   * @generated from field: repeated coupon.v1.CampaignEvent events = 1;
+   */
+  events: CampaignEvent[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message coupon.v1.ListCampaignEventsResponse.
+ * Use `create(ListCampaignEventsResponseSchema)` to create a new message.
+ */
+export declare const ListCampaignEventsResponseSchema: GenMessage<ListCampaignEventsResponse>;
+
+/**
+ * One admin change of a campaign, recorded in the same transaction as the change.
+ *
+ * @generated from message coupon.v1.CampaignEvent
+ */
+export declare type CampaignEvent = Message<"coupon.v1.CampaignEvent"> & {
+  /**
+   * "created", "closed", "amount_changed".
+   *
+   * @generated from field: string kind = 1;
+   */
+  kind: string;
+
+  /**
+   * What changed, e.g. "amount 500 -> 800".
+   *
+   * @generated from field: string detail = 2;
+   */
+  detail: string;
+
+  /**
+   * A fingerprint of the admin credential that made the change ("admin-<12 hex digits>"), or
+   * "anonymous" when the service runs without ADMIN_TOKEN.
+   *
+   * @generated from field: string actor = 3;
+   */
+  actor: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp at = 4;
+   */
+  at?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message coupon.v1.CampaignEvent.
+ * Use `create(CampaignEventSchema)` to create a new message.
+ */
+export declare const CampaignEventSchema: GenMessage<CampaignEvent>;
 
 /**
  * @generated from message coupon.v1.Coupon
@@ -221,6 +530,49 @@ export declare type Coupon = Message<"coupon.v1.Coupon"> & {
 export declare const CouponSchema: GenMessage<Coupon>;
 
 /**
+ * @generated from enum coupon.v1.CampaignState
+ */
+export enum CampaignState {
+  /**
+   * @generated from enum value: CAMPAIGN_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * issued_at is still ahead.
+   *
+   * @generated from enum value: CAMPAIGN_STATE_SCHEDULED = 1;
+   */
+  SCHEDULED = 1,
+
+  /**
+   * Within the window, coupons left.
+   *
+   * @generated from enum value: CAMPAIGN_STATE_OPEN = 2;
+   */
+  OPEN = 2,
+
+  /**
+   * Within the window, every coupon issued (a returned or added coupon opens it again).
+   *
+   * @generated from enum value: CAMPAIGN_STATE_SOLD_OUT = 3;
+   */
+  SOLD_OUT = 3,
+
+  /**
+   * expires_at has passed, or the campaign was closed.
+   *
+   * @generated from enum value: CAMPAIGN_STATE_ENDED = 4;
+   */
+  ENDED = 4,
+}
+
+/**
+ * Describes the enum coupon.v1.CampaignState.
+ */
+export declare const CampaignStateSchema: GenEnum<CampaignState>;
+
+/**
  * CouponService runs first-come-first-served coupon campaigns: a campaign opens
  * `amount` coupons at `issued_at`, and each user can hold at most one of them.
  *
@@ -256,6 +608,70 @@ export declare const CouponService: GenService<{
     methodKind: "unary";
     input: typeof IssueCouponRequestSchema;
     output: typeof IssueCouponResponseSchema;
+  },
+  /**
+   * ListCampaigns lists campaigns newest first, optionally only those in one state.
+   *
+   * @generated from rpc coupon.v1.CouponService.ListCampaigns
+   */
+  listCampaigns: {
+    methodKind: "unary";
+    input: typeof ListCampaignsRequestSchema;
+    output: typeof ListCampaignsResponseSchema;
+  },
+  /**
+   * WatchCampaign streams a campaign: its state at once, then on every change of issued_count or
+   * state (at most 10 messages a second), until the campaign ends or the stream's lifetime is up
+   * (then reconnect).
+   *
+   * @generated from rpc coupon.v1.CouponService.WatchCampaign
+   */
+  watchCampaign: {
+    methodKind: "server_streaming";
+    input: typeof WatchCampaignRequestSchema;
+    output: typeof WatchCampaignResponseSchema;
+  },
+  /**
+   * CloseCampaign stops issuing now, on the gate's clock; closing a closed campaign changes nothing.
+   * Admin only.
+   *
+   * @generated from rpc coupon.v1.CouponService.CloseCampaign
+   */
+  closeCampaign: {
+    methodKind: "unary";
+    input: typeof CloseCampaignRequestSchema;
+    output: typeof CloseCampaignResponseSchema;
+  },
+  /**
+   * UpdateCampaignAmount raises or lowers a campaign's number of coupons, never below what is
+   * issued or claimed. Admin only.
+   *
+   * @generated from rpc coupon.v1.CouponService.UpdateCampaignAmount
+   */
+  updateCampaignAmount: {
+    methodKind: "unary";
+    input: typeof UpdateCampaignAmountRequestSchema;
+    output: typeof UpdateCampaignAmountResponseSchema;
+  },
+  /**
+   * ListCoupons pages through a campaign's coupons in issue order. Admin only (codes are secrets).
+   *
+   * @generated from rpc coupon.v1.CouponService.ListCoupons
+   */
+  listCoupons: {
+    methodKind: "unary";
+    input: typeof ListCouponsRequestSchema;
+    output: typeof ListCouponsResponseSchema;
+  },
+  /**
+   * ListCampaignEvents pages through a campaign's admin changes, oldest first. Admin only.
+   *
+   * @generated from rpc coupon.v1.CouponService.ListCampaignEvents
+   */
+  listCampaignEvents: {
+    methodKind: "unary";
+    input: typeof ListCampaignEventsRequestSchema;
+    output: typeof ListCampaignEventsResponseSchema;
   },
 }>;
 

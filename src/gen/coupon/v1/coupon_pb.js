@@ -2,14 +2,14 @@
 // @generated from file coupon/v1/coupon.proto (package coupon.v1, syntax proto3)
 /* eslint-disable */
 
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc, tsEnum } from "@bufbuild/protobuf/codegenv2";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file coupon/v1/coupon.proto.
  */
 export const file_coupon_v1_coupon = /*@__PURE__*/
-  fileDesc("ChZjb3Vwb24vdjEvY291cG9uLnByb3RvEgljb3Vwb24udjEilAEKFUNyZWF0ZUNhbXBhaWduUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBmFtb3VudBgCIAEoAxItCglpc3N1ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIj8KFkNyZWF0ZUNhbXBhaWduUmVzcG9uc2USJQoIY2FtcGFpZ24YASABKAsyEy5jb3Vwb24udjEuQ2FtcGFpZ24iIgoSR2V0Q2FtcGFpZ25SZXF1ZXN0EgwKBG5hbWUYASABKAkiUgoTR2V0Q2FtcGFpZ25SZXNwb25zZRIlCghjYW1wYWlnbhgBIAEoCzITLmNvdXBvbi52MS5DYW1wYWlnbhIUCgxjb3Vwb25fY29kZXMYAiADKAkiOgoSSXNzdWVDb3Vwb25SZXF1ZXN0EhMKC2NhbXBhaWduX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiOAoTSXNzdWVDb3Vwb25SZXNwb25zZRIhCgZjb3Vwb24YASABKAsyES5jb3Vwb24udjEuQ291cG9uIqkBCghDYW1wYWlnbhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBmFtb3VudBgDIAEoAxIUCgxpc3N1ZWRfY291bnQYBCABKAMSLQoJaXNzdWVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJrCgZDb3Vwb24SDAoEY29kZRgBIAEoCRITCgtjYW1wYWlnbl9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEi0KCWlzc3VlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyggIKDUNvdXBvblNlcnZpY2USVQoOQ3JlYXRlQ2FtcGFpZ24SIC5jb3Vwb24udjEuQ3JlYXRlQ2FtcGFpZ25SZXF1ZXN0GiEuY291cG9uLnYxLkNyZWF0ZUNhbXBhaWduUmVzcG9uc2USTAoLR2V0Q2FtcGFpZ24SHS5jb3Vwb24udjEuR2V0Q2FtcGFpZ25SZXF1ZXN0Gh4uY291cG9uLnYxLkdldENhbXBhaWduUmVzcG9uc2USTAoLSXNzdWVDb3Vwb24SHS5jb3Vwb24udjEuSXNzdWVDb3Vwb25SZXF1ZXN0Gh4uY291cG9uLnYxLklzc3VlQ291cG9uUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChZjb3Vwb24vdjEvY291cG9uLnByb3RvEgljb3Vwb24udjEilAEKFUNyZWF0ZUNhbXBhaWduUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBmFtb3VudBgCIAEoAxItCglpc3N1ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIj8KFkNyZWF0ZUNhbXBhaWduUmVzcG9uc2USJQoIY2FtcGFpZ24YASABKAsyEy5jb3Vwb24udjEuQ2FtcGFpZ24iIgoSR2V0Q2FtcGFpZ25SZXF1ZXN0EgwKBG5hbWUYASABKAkiUgoTR2V0Q2FtcGFpZ25SZXNwb25zZRIlCghjYW1wYWlnbhgBIAEoCzITLmNvdXBvbi52MS5DYW1wYWlnbhIUCgxjb3Vwb25fY29kZXMYAiADKAkiOgoSSXNzdWVDb3Vwb25SZXF1ZXN0EhMKC2NhbXBhaWduX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiOAoTSXNzdWVDb3Vwb25SZXNwb25zZRIhCgZjb3Vwb24YASABKAsyES5jb3Vwb24udjEuQ291cG9uItIBCghDYW1wYWlnbhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBmFtb3VudBgDIAEoAxIUCgxpc3N1ZWRfY291bnQYBCABKAMSLQoJaXNzdWVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgVzdGF0ZRgHIAEoDjIYLmNvdXBvbi52MS5DYW1wYWlnblN0YXRlImYKFExpc3RDYW1wYWlnbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEicKBXN0YXRlGAMgASgOMhguY291cG9uLnYxLkNhbXBhaWduU3RhdGUiWAoVTGlzdENhbXBhaWduc1Jlc3BvbnNlEiYKCWNhbXBhaWducxgBIAMoCzITLmNvdXBvbi52MS5DYW1wYWlnbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKwoUV2F0Y2hDYW1wYWlnblJlcXVlc3QSEwoLY2FtcGFpZ25faWQYASABKAkiPgoVV2F0Y2hDYW1wYWlnblJlc3BvbnNlEiUKCGNhbXBhaWduGAEgASgLMhMuY291cG9uLnYxLkNhbXBhaWduIisKFENsb3NlQ2FtcGFpZ25SZXF1ZXN0EhMKC2NhbXBhaWduX2lkGAEgASgJIj4KFUNsb3NlQ2FtcGFpZ25SZXNwb25zZRIlCghjYW1wYWlnbhgBIAEoCzITLmNvdXBvbi52MS5DYW1wYWlnbiJCChtVcGRhdGVDYW1wYWlnbkFtb3VudFJlcXVlc3QSEwoLY2FtcGFpZ25faWQYASABKAkSDgoGYW1vdW50GAIgASgDIkUKHFVwZGF0ZUNhbXBhaWduQW1vdW50UmVzcG9uc2USJQoIY2FtcGFpZ24YASABKAsyEy5jb3Vwb24udjEuQ2FtcGFpZ24iUAoSTGlzdENvdXBvbnNSZXF1ZXN0EhMKC2NhbXBhaWduX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlIKE0xpc3RDb3Vwb25zUmVzcG9uc2USIgoHY291cG9ucxgBIAMoCzIRLmNvdXBvbi52MS5Db3Vwb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlcKGUxpc3RDYW1wYWlnbkV2ZW50c1JlcXVlc3QSEwoLY2FtcGFpZ25faWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiXwoaTGlzdENhbXBhaWduRXZlbnRzUmVzcG9uc2USKAoGZXZlbnRzGAEgAygLMhguY291cG9uLnYxLkNhbXBhaWduRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImQKDUNhbXBhaWduRXZlbnQSDAoEa2luZBgBIAEoCRIOCgZkZXRhaWwYAiABKAkSDQoFYWN0b3IYAyABKAkSJgoCYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImsKBkNvdXBvbhIMCgRjb2RlGAEgASgJEhMKC2NhbXBhaWduX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSLQoJaXNzdWVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqdAQoNQ2FtcGFpZ25TdGF0ZRIeChpDQU1QQUlHTl9TVEFURV9VTlNQRUNJRklFRBAAEhwKGENBTVBBSUdOX1NUQVRFX1NDSEVEVUxFRBABEhcKE0NBTVBBSUdOX1NUQVRFX09QRU4QAhIbChdDQU1QQUlHTl9TVEFURV9TT0xEX09VVBADEhgKFENBTVBBSUdOX1NUQVRFX0VOREVEEAQymgYKDUNvdXBvblNlcnZpY2USVQoOQ3JlYXRlQ2FtcGFpZ24SIC5jb3Vwb24udjEuQ3JlYXRlQ2FtcGFpZ25SZXF1ZXN0GiEuY291cG9uLnYxLkNyZWF0ZUNhbXBhaWduUmVzcG9uc2USTAoLR2V0Q2FtcGFpZ24SHS5jb3Vwb24udjEuR2V0Q2FtcGFpZ25SZXF1ZXN0Gh4uY291cG9uLnYxLkdldENhbXBhaWduUmVzcG9uc2USTAoLSXNzdWVDb3Vwb24SHS5jb3Vwb24udjEuSXNzdWVDb3Vwb25SZXF1ZXN0Gh4uY291cG9uLnYxLklzc3VlQ291cG9uUmVzcG9uc2USUgoNTGlzdENhbXBhaWducxIfLmNvdXBvbi52MS5MaXN0Q2FtcGFpZ25zUmVxdWVzdBogLmNvdXBvbi52MS5MaXN0Q2FtcGFpZ25zUmVzcG9uc2USVAoNV2F0Y2hDYW1wYWlnbhIfLmNvdXBvbi52MS5XYXRjaENhbXBhaWduUmVxdWVzdBogLmNvdXBvbi52MS5XYXRjaENhbXBhaWduUmVzcG9uc2UwARJSCg1DbG9zZUNhbXBhaWduEh8uY291cG9uLnYxLkNsb3NlQ2FtcGFpZ25SZXF1ZXN0GiAuY291cG9uLnYxLkNsb3NlQ2FtcGFpZ25SZXNwb25zZRJnChRVcGRhdGVDYW1wYWlnbkFtb3VudBImLmNvdXBvbi52MS5VcGRhdGVDYW1wYWlnbkFtb3VudFJlcXVlc3QaJy5jb3Vwb24udjEuVXBkYXRlQ2FtcGFpZ25BbW91bnRSZXNwb25zZRJMCgtMaXN0Q291cG9ucxIdLmNvdXBvbi52MS5MaXN0Q291cG9uc1JlcXVlc3QaHi5jb3Vwb24udjEuTGlzdENvdXBvbnNSZXNwb25zZRJhChJMaXN0Q2FtcGFpZ25FdmVudHMSJC5jb3Vwb24udjEuTGlzdENhbXBhaWduRXZlbnRzUmVxdWVzdBolLmNvdXBvbi52MS5MaXN0Q2FtcGFpZ25FdmVudHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Describes the message coupon.v1.CreateCampaignRequest.
@@ -61,11 +61,114 @@ export const CampaignSchema = /*@__PURE__*/
   messageDesc(file_coupon_v1_coupon, 6);
 
 /**
+ * Describes the message coupon.v1.ListCampaignsRequest.
+ * Use `create(ListCampaignsRequestSchema)` to create a new message.
+ */
+export const ListCampaignsRequestSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon, 7);
+
+/**
+ * Describes the message coupon.v1.ListCampaignsResponse.
+ * Use `create(ListCampaignsResponseSchema)` to create a new message.
+ */
+export const ListCampaignsResponseSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon, 8);
+
+/**
+ * Describes the message coupon.v1.WatchCampaignRequest.
+ * Use `create(WatchCampaignRequestSchema)` to create a new message.
+ */
+export const WatchCampaignRequestSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon, 9);
+
+/**
+ * Describes the message coupon.v1.WatchCampaignResponse.
+ * Use `create(WatchCampaignResponseSchema)` to create a new message.
+ */
+export const WatchCampaignResponseSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon, 10);
+
+/**
+ * Describes the message coupon.v1.CloseCampaignRequest.
+ * Use `create(CloseCampaignRequestSchema)` to create a new message.
+ */
+export const CloseCampaignRequestSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon, 11);
+
+/**
+ * Describes the message coupon.v1.CloseCampaignResponse.
+ * Use `create(CloseCampaignResponseSchema)` to create a new message.
+ */
+export const CloseCampaignResponseSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon, 12);
+
+/**
+ * Describes the message coupon.v1.UpdateCampaignAmountRequest.
+ * Use `create(UpdateCampaignAmountRequestSchema)` to create a new message.
+ */
+export const UpdateCampaignAmountRequestSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon, 13);
+
+/**
+ * Describes the message coupon.v1.UpdateCampaignAmountResponse.
+ * Use `create(UpdateCampaignAmountResponseSchema)` to create a new message.
+ */
+export const UpdateCampaignAmountResponseSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon, 14);
+
+/**
+ * Describes the message coupon.v1.ListCouponsRequest.
+ * Use `create(ListCouponsRequestSchema)` to create a new message.
+ */
+export const ListCouponsRequestSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon, 15);
+
+/**
+ * Describes the message coupon.v1.ListCouponsResponse.
+ * Use `create(ListCouponsResponseSchema)` to create a new message.
+ */
+export const ListCouponsResponseSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon, 16);
+
+/**
+ * Describes the message coupon.v1.ListCampaignEventsRequest.
+ * Use `create(ListCampaignEventsRequestSchema)` to create a new message.
+ */
+export const ListCampaignEventsRequestSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon, 17);
+
+/**
+ * Describes the message coupon.v1.ListCampaignEventsResponse.
+ * Use `create(ListCampaignEventsResponseSchema)` to create a new message.
+ */
+export const ListCampaignEventsResponseSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon, 18);
+
+/**
+ * Describes the message coupon.v1.CampaignEvent.
+ * Use `create(CampaignEventSchema)` to create a new message.
+ */
+export const CampaignEventSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon, 19);
+
+/**
  * Describes the message coupon.v1.Coupon.
  * Use `create(CouponSchema)` to create a new message.
  */
 export const CouponSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon, 7);
+  messageDesc(file_coupon_v1_coupon, 20);
+
+/**
+ * Describes the enum coupon.v1.CampaignState.
+ */
+export const CampaignStateSchema = /*@__PURE__*/
+  enumDesc(file_coupon_v1_coupon, 0);
+
+/**
+ * @generated from enum coupon.v1.CampaignState
+ */
+export const CampaignState = /*@__PURE__*/
+  tsEnum(CampaignStateSchema);
 
 /**
  * CouponService runs first-come-first-served coupon campaigns: a campaign opens
