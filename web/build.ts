@@ -58,5 +58,13 @@ export async function ensureConsoleBuilt(
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const force = process.argv.includes('--force');
   if (force && existsSync(STAMP)) writeFileSync(STAMP, '');
-  await ensureConsoleBuilt();
+  const viteInstalled = await import('vite').then(
+    () => true,
+    () => false,
+  );
+  if (viteInstalled) await ensureConsoleBuilt();
+  else if (!existsSync(path.join(CONSOLE_DIST, 'index.html'))) {
+    // `npm ci --omit=dev` leaves the build tools out: the API still starts, the console says how to build it.
+    console.warn('vite is not installed (npm ci --omit=dev?): the web console is not built; npm ci installs it');
+  }
 }

@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import http from 'node:http';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
@@ -11,6 +12,9 @@ import { chromiumAvailable, launchChromium } from '../support/chromium.ts';
 import { campaignRequest } from '../support/rpc.ts';
 import { rush, users } from '../support/rush.ts';
 import { isolatedConfig, startApp, uniqueName } from '../support/services.ts';
+import { TcpProxy } from '../support/tcp-proxy.ts';
+
+const AXE_SCRIPT = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 
 const ADMIN_TOKEN = 'console-test-admin-token-0123456789';
 const SCREENSHOTS = 'test-results/console';
@@ -99,11 +103,13 @@ describe('the web console', () => {
   describe.skipIf(!withChromium)('in Chromium', () => {
     async function openPage(
       path: string,
-      options: { token?: boolean } = {},
+      options: { token?: boolean; bypassCSP?: boolean } = {},
     ): Promise<{ page: Page; context: BrowserContext }> {
       const context = await browser.newContext({
         viewport: { width: 1100, height: 900 },
         timezoneId: 'Asia/Seoul',
+        // Only to inject axe: the console's own policy refuses any script it did not ship.
+        bypassCSP: options.bypassCSP ?? false,
       });
       const page = await context.newPage();
       page.setDefaultTimeout(20_000);
@@ -299,6 +305,79 @@ describe('the web console', () => {
         expect(await outcomeFrom(`http://127.0.0.1:${foreign.port}`)).toBe('refused: TypeError');
       } finally {
         await context.close();
+      }
+    });
+
+    it('reconnects a dropped stream by itself, saying so, and catches up', async () => {
+      const { campaign } = await api().createCampaign(campaignRequest({ amount: 50n }), asAdmin);
+      const proxy = await TcpProxy.start({ host: '127.0.0.1', port: Number(new URL(service.baseUrl).port) });
+      const context = await browser.newContext();
+      try {
+        const page = await context.newPage();
+        await page.goto(`${proxy.route(service.baseUrl)}campaigns/${campaign?.id}`);
+        const status = page.getByTestId('stream-status');
+        await expect.poll(() => status.getAttribute('data-status')).toBe('live');
+        proxy.cut();
+        await expect.poll(() => status.getAttribute('data-status')).toBe('reconnecting');
+        expect(await status.textContent()).toMatch(/연결이 끊겼습니다/);
+        await api().issueCoupon({ campaignId: campaign?.id as string, userId: 'during-outage' });
+        proxy.restore();
+        await expect.poll(() => status.getAttribute('data-status'), { timeout: 15_000 }).toBe('live');
+        await expect.poll(() => page.getByTestId('remaining-count').textContent()).toBe('49');
+      } finally {
+        await context.close();
+        await proxy.close();
+      }
+    });
+
+    it('works over gRPC-Web when chosen', async () => {
+      const { campaign } = await api().createCampaign(campaignRequest({ amount: 3n }), asAdmin);
+      const { page, context } = await openPage(`/campaigns/${campaign?.id}`);
+      try {
+        await page.getByTestId('protocol').selectOption('grpc-web');
+        await page.waitForLoadState('load');
+        await expect.poll(() => page.getByTestId('remaining-count').textContent()).toBe('3');
+        const grpcWebCalls: string[] = [];
+        page.on('request', (request) => {
+          const type = request.headers()['content-type'] ?? '';
+          if (type.startsWith('application/grpc-web')) grpcWebCalls.push(request.url());
+        });
+        await page.getByTestId('issue-user-id').fill('grpc-web-user');
+        await page.getByTestId('issue-button').click();
+        await expect.poll(() => page.getByTestId('issue-result').getAttribute('data-ok')).toBe('true');
+        expect(grpcWebCalls.some((url) => url.endsWith('/coupon.v1.CouponService/IssueCoupon'))).toBe(true);
+      } finally {
+        await context.close();
+      }
+    });
+
+    it('can be used from the keyboard alone, and axe finds no serious accessibility violation', async () => {
+      const { campaign } = await api().createCampaign(campaignRequest({ amount: 3n }), asAdmin);
+      for (const path of ['/', `/campaigns/${campaign?.id}`]) {
+        const { page, context } = await openPage(path, { bypassCSP: true });
+        try {
+          await page.getByTestId(path === '/' ? 'create-campaign-form' : 'remaining-count').waitFor();
+          await page.addScriptTag({ path: AXE_SCRIPT });
+          const violations = await page.evaluate<{ id: string; impact: string; help: string }[]>(
+            `axe.run().then((r) => r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help })))`,
+          );
+          expect(violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')).toEqual([]);
+          if (path === '/') continue;
+          // Tab to the try-it field, type, Tab to its button and press Enter.
+          const focused = () =>
+            page.evaluate<string | null>(`document.activeElement?.dataset?.testid ?? null`);
+          for (let presses = 0; presses < 30 && (await focused()) !== 'issue-user-id'; presses++) {
+            await page.keyboard.press('Tab');
+          }
+          expect(await focused()).toBe('issue-user-id');
+          await page.keyboard.type('keyboard-user');
+          await page.keyboard.press('Tab');
+          expect(await focused()).toBe('issue-button');
+          await page.keyboard.press('Enter');
+          await expect.poll(() => page.getByTestId('issue-result').getAttribute('data-ok')).toBe('true');
+        } finally {
+          await context.close();
+        }
       }
     });
 
