@@ -6,6 +6,7 @@ import { type DestinationStream, type Logger, type LoggerOptions, pino } from 'p
 import { adminAuthInterceptor } from './api/admin-auth.ts';
 import { clientAddress, clientAddressKey, compileTrustedProxies } from './api/client-address.ts';
 import { createConnectHandler, type NodeServerRequest } from './api/connect-handler.ts';
+import { consoleHandler } from './api/console.ts';
 import { corsMiddleware } from './api/cors.ts';
 import { couponServiceImpl } from './api/coupon-service.ts';
 import { earlyRefusalHandler } from './api/early-refusal.ts';
@@ -516,8 +517,10 @@ export async function buildApp(
   });
   const cors = corsMiddleware(config.corsOrigins);
   const health = httpHealthHandler(probe);
+  const consolePages = config.console ? consoleHandler() : undefined;
   const route: RequestHandler = (request, response) => {
     if (health(request, response)) return;
+    if (consolePages?.(request, response)) return;
     if (request.method === 'GET' && request.url === '/metrics') {
       services.metrics.render().then(
         ({ contentType, body }) => {

@@ -100,6 +100,8 @@ const schema = z.object({
         .map((origin) => origin.trim())
         .filter((origin) => origin.length > 0),
     ),
+  /** CONSOLE: `on` serves the web console (web/dist) at `/` on the service's port; `off` serves only the API. */
+  CONSOLE: z.enum(['on', 'off']).default('on'),
   /** WORKERS: processes serving the port (Node cluster); 1 runs everything in this process. */
   WORKERS: positiveInt.max(64).default(1),
   /** DB_POOL_SIZE: database connections per process. */
@@ -234,6 +236,8 @@ export interface Config {
   readonly redisSentinel: RedisSentinelSettings | undefined;
   readonly redisKeyPrefix: string;
   readonly corsOrigins: readonly string[];
+  /** Whether `/` serves the web console. */
+  readonly console: boolean;
   readonly workers: number;
   readonly dbPoolSize: number;
   readonly dependencyTimeoutMs: number;
@@ -351,6 +355,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         : undefined,
     redisKeyPrefix: c.REDIS_KEY_PREFIX,
     corsOrigins: c.CORS_ORIGINS,
+    console: c.CONSOLE === 'on',
     workers: c.WORKERS,
     dbPoolSize: c.DB_POOL_SIZE,
     dependencyTimeoutMs: c.DEPENDENCY_TIMEOUT_MS,

@@ -46,6 +46,8 @@ describe('Dockerfile', () => {
 
   it('copies what the app reads at run time: src (code, generated messages, Lua scripts) and package.json', () => {
     expect(instructions).toContain('COPY --chown=node:node src ./src');
+    // The web console's bundle, built by a stage of its own.
+    expect(instructions).toContain('COPY --from=console --chown=node:node /app/web/dist ./web/dist');
     expect(instructions.some((line) => /^COPY .*package\.json/.test(line))).toBe(true);
   });
 
