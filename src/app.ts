@@ -25,6 +25,7 @@ import { CampaignDirectory } from './application/campaign-directory.ts';
 import { CampaignOperations } from './application/campaign-operations.ts';
 import { CampaignService } from './application/campaign-service.ts';
 import { CampaignWatch } from './application/campaign-watch.ts';
+import { CouponLifecycle } from './application/coupon-lifecycle.ts';
 import { CouponIssuer } from './application/issue-coupon.ts';
 import { PageTokens } from './application/page-tokens.ts';
 import type { CampaignRepository, CouponRepository } from './application/ports.ts';
@@ -34,6 +35,7 @@ import { CouponService } from './gen/coupon/v1/coupon_pb.js';
 import { file_coupon_v1_errors } from './gen/coupon/v1/errors_pb.js';
 import { Health } from './gen/grpc/health/v1/health_pb.js';
 import { MikroOrmCampaignRepository } from './infrastructure/db/campaign-repository.ts';
+import { MikroOrmCouponLedger } from './infrastructure/db/coupon-lifecycle-repository.ts';
 import { MikroOrmCouponRepository } from './infrastructure/db/coupon-repository.ts';
 import { GroupCommitCouponRepository } from './infrastructure/db/group-commit.ts';
 import { type Database, openDatabase } from './infrastructure/db/orm.ts';
@@ -83,6 +85,8 @@ export interface Services {
   readonly operations: CampaignOperations;
   /** WatchCampaign's feeds: one reader per watched campaign on this instance. */
   readonly watch: CampaignWatch;
+  /** After issue: GetCoupon, ListUserCoupons, RedeemCoupon, CancelRedemption, IssueCoupons. */
+  readonly lifecycle: CouponLifecycle;
   readonly reconciler: ClaimReconciler;
   /** The ids of every live campaign, so made-up ids are refused from memory. */
   readonly directory: CampaignDirectory;
@@ -310,6 +314,25 @@ export async function buildServices(
     },
   });
 
+  const issuer = new CouponIssuer({
+    gate,
+    campaigns: campaignRepository,
+    coupons: couponRepository,
+    directory,
+    activity,
+    settling: {
+      writeMs: 2 * config.dependencyTimeoutMs,
+      settleAfterMs: config.reconcileAfterMs + config.reconcileIntervalMs,
+    },
+  });
+  const lifecycle = new CouponLifecycle({
+    ledger: new MikroOrmCouponLedger(db, breakers.databaseReads),
+    campaigns: campaignRepository,
+    gate,
+    issuer,
+    pageTokens,
+  });
+
   return {
     campaigns: new CampaignService({
       campaigns: campaignRepository,
@@ -320,17 +343,8 @@ export async function buildServices(
     }),
     operations: new CampaignOperations({ campaigns: campaignRepository, gate: gateControls, directory }),
     watch,
-    issuer: new CouponIssuer({
-      gate,
-      campaigns: campaignRepository,
-      coupons: couponRepository,
-      directory,
-      activity,
-      settling: {
-        writeMs: 2 * config.dependencyTimeoutMs,
-        settleAfterMs: config.reconcileAfterMs + config.reconcileIntervalMs,
-      },
-    }),
+    issuer,
+    lifecycle,
     reconciler,
     directory,
     activity,
