@@ -222,3 +222,97 @@ describe('indexes', () => {
     expect(redeem[0]?.key).toBe('coupon_code_unique');
   });
 });
+
+async function failure(call: Promise<unknown>): Promise<{ code: Code | 'ok'; message: string }> {
+  try {
+    await call;
+    return { code: 'ok', message: '' };
+  } catch (error) {
+    const connectError = ConnectError.from(error);
+    return { code: connectError.code, message: connectError.rawMessage };
+  }
+}
+
+describe.each(protocols)('RedeemCoupon and CancelRedemption over %s', (_, client) => {
+  it('redeems once: the same order again gets the same answer, another order FAILED_PRECONDITION', async () => {
+    const campaign = await createCampaign();
+    const { code } = await issue(campaign.id, 'shopper');
+    const first = await client().redeemCoupon({ code, orderId: 'order-1' }, admin);
+    expect(first.coupon).toMatchObject({ code, state: CouponState.REDEEMED, orderId: 'order-1' });
+    expect(first.coupon?.redeemedAt).toBeDefined();
+    const again = await client().redeemCoupon({ code, orderId: 'order-1' }, admin);
+    expect(again.coupon).toEqual(first.coupon);
+    const other = await failure(client().redeemCoupon({ code, orderId: 'order-2' }, admin));
+    expect(other.code).toBe(Code.FailedPrecondition);
+    expect(other.message).toMatch(/another order/);
+    expect((await client().getCoupon({ code })).coupon).toMatchObject({
+      state: CouponState.REDEEMED,
+      orderId: 'order-1',
+    });
+  });
+
+  it('cancel gives the coupon back to be redeemed by another order; only the redeeming order may cancel', async () => {
+    const campaign = await createCampaign();
+    const { code } = await issue(campaign.id, 'returner');
+    await client().redeemCoupon({ code, orderId: 'order-a' }, admin);
+    const wrong = await failure(client().cancelRedemption({ code, orderId: 'order-b' }, admin));
+    expect(wrong.code).toBe(Code.FailedPrecondition);
+    const cancelled = await client().cancelRedemption({ code, orderId: 'order-a' }, admin);
+    expect(cancelled.coupon).toMatchObject({ state: CouponState.ISSUED, orderId: '' });
+    expect(cancelled.coupon?.redeemedAt).toBeUndefined();
+    // A repeated cancel (a retry) gets the same answer.
+    expect((await client().cancelRedemption({ code, orderId: 'order-a' }, admin)).coupon).toEqual(
+      cancelled.coupon,
+    );
+    const redeemed = await client().redeemCoupon({ code, orderId: 'order-b' }, admin);
+    expect(redeemed.coupon).toMatchObject({ state: CouponState.REDEEMED, orderId: 'order-b' });
+    // The first order's cancel, retried late, cannot free the second order's coupon.
+    expect((await failure(client().cancelRedemption({ code, orderId: 'order-a' }, admin))).code).toBe(
+      Code.FailedPrecondition,
+    );
+  });
+
+  it('refuses unknown codes, bad input and callers without the admin token', async () => {
+    const campaign = await createCampaign();
+    const { code } = await issue(campaign.id, 'guarded');
+    for (const call of [
+      (c: string, orderId: string, options = admin) => client().redeemCoupon({ code: c, orderId }, options),
+      (c: string, orderId: string, options = admin) =>
+        client().cancelRedemption({ code: c, orderId }, options),
+    ]) {
+      expect(await codeOf(call('가나다라마바사아자1', 'o'))).toBe(Code.NotFound);
+      expect(await codeOf(call('nonsense', 'o'))).toBe(Code.InvalidArgument);
+      expect(await codeOf(call(code, ''))).toBe(Code.InvalidArgument);
+      expect(await codeOf(call(code, ' o'))).toBe(Code.InvalidArgument);
+      expect(await codeOf(call(code, 'x'.repeat(129)))).toBe(Code.InvalidArgument);
+      expect(await codeOf(call(code, 'o', { headers: {} } as typeof admin))).toBe(Code.Unauthenticated);
+      expect(await codeOf(call(code, 'o', { headers: { authorization: 'Bearer wrong' } }))).toBe(
+        Code.Unauthenticated,
+      );
+    }
+    expect((await client().getCoupon({ code })).coupon?.state).toBe(CouponState.ISSUED);
+  });
+
+  it('lets exactly one of 50 orders redeeming one code at once win', async () => {
+    const campaign = await createCampaign();
+    const { code } = await issue(campaign.id, 'raced');
+    const orders = Array.from({ length: 50 }, (_, i) => `race-order-${i}`);
+    const outcomes = await Promise.all(
+      orders.map((orderId) =>
+        client()
+          .redeemCoupon({ code, orderId }, admin)
+          .then(
+            (response) => ({ orderId, won: response.coupon?.orderId === orderId, code: 'ok' as const }),
+            (error: unknown) => ({ orderId, won: false, code: ConnectError.from(error).code }),
+          ),
+      ),
+    );
+    const winners = outcomes.filter((outcome) => outcome.won);
+    expect(winners).toHaveLength(1);
+    expect(outcomes.filter((outcome) => !outcome.won).map((outcome) => outcome.code)).toEqual(
+      Array(49).fill(Code.FailedPrecondition),
+    );
+    const stored = await new MikroOrmCouponLedger(env.app.services.db).findByCode(code);
+    expect(stored?.orderId).toBe(winners[0]?.orderId);
+  });
+});
