@@ -181,9 +181,12 @@ export function couponServiceImpl(deps: {
       const coupon = await deps.issuer.issueCoupon(request.campaignId, request.userId);
       return create(IssueCouponResponseSchema, {
         coupon: create(CouponSchema, {
-          ...coupon,
+          code: coupon.code,
+          campaignId: coupon.campaignId,
+          userId: coupon.userId,
           issuedAt: timestampFromDate(coupon.issuedAt),
           state: CouponStateMessage.ISSUED,
+          ...(coupon.validUntil ? { validUntil: timestampFromDate(coupon.validUntil) } : {}),
         }),
       });
     },

@@ -27,7 +27,12 @@ export interface IssuedCoupon {
   readonly campaignId: string;
   readonly userId: string;
   readonly issuedAt: Date;
+  /** issuedAt plus the campaign's coupon validity; absent when coupons never expire (or it could not be read). */
+  readonly validUntil?: Date;
 }
+
+/** Campaigns whose coupon validity an instance remembers; past it the memory starts again. */
+const VALIDITIES_MAX = 10_000;
 
 /** A fresh code collides with probability ~2^-100; more than a few in a row means something else is wrong. */
 const MAX_CODE_ATTEMPTS = 5;
@@ -52,6 +57,11 @@ export class CouponIssuer {
   private readonly directory: CampaignDirectory;
   private readonly activity: CampaignActivity;
   private readonly loading = new Map<string, Promise<void>>();
+  /**
+   * Each campaign's coupon validity (null: none), fixed at creation, so read once per instance;
+   * only to put valid_until in the answer (the row gets it from the database itself).
+   */
+  private readonly validities = new Map<string, Promise<number | null>>();
   /** Ids the database said name no campaign, until when (local clock, ms). */
   private readonly unknownCampaigns = new Map<string, number>();
 
@@ -101,7 +111,26 @@ export class CouponIssuer {
       claim = await this.gate.claimSlot(campaignId, userId);
     }
     const claimedAt = this.claimedAtOrThrow(campaignId, userId, claim);
-    return this.persistCoupon({ campaignId, userId, issuedAt: claimedAt });
+    const validity = this.validityOf(campaignId);
+    return this.withValidity(await this.persistCoupon({ campaignId, userId, issuedAt: claimedAt }), validity);
+  }
+
+  private validityOf(campaignId: string): Promise<number | null> {
+    let validity = this.validities.get(campaignId);
+    if (!validity) {
+      if (this.validities.size >= VALIDITIES_MAX) this.validities.clear();
+      validity = this.campaigns.findById(campaignId).then((campaign) => campaign?.couponValidForMs ?? null);
+      this.validities.set(campaignId, validity);
+      // A failed read is tried again by a later call, not remembered.
+      validity.catch(() => this.validities.delete(campaignId));
+    }
+    return validity;
+  }
+
+  /** The coupon with its valid_until, when the campaign's validity can be told; the coupon is issued either way. */
+  private async withValidity(coupon: IssuedCoupon, validity: Promise<number | null>): Promise<IssuedCoupon> {
+    const ms = await validity.catch(() => null);
+    return ms === null ? coupon : { ...coupon, validUntil: new Date(coupon.issuedAt.getTime() + ms) };
   }
 
   /**

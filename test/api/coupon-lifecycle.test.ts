@@ -81,6 +81,11 @@ describe('coupon_valid_for', () => {
     const issued = await issue(campaign.id, 'holder');
     const { coupon } = await grpc().getCoupon({ code: issued.code });
     expect(ms(coupon?.validUntil)).toBe((ms(issued.issuedAt) as number) + 86_400_123);
+    // IssueCoupon's own answer says it too, over both protocols.
+    expect(ms(issued.validUntil)).toBe(ms(coupon?.validUntil));
+    const viaConnect = (await connect().issueCoupon({ campaignId: campaign.id, userId: 'holder-2' })).coupon;
+    expect(ms(viaConnect?.validUntil)).toBe((ms(viaConnect?.issuedAt) as number) + 86_400_123);
+    expect(viaConnect?.state).toBe(CouponState.ISSUED);
     expect(coupon?.state).toBe(CouponState.ISSUED);
   });
 
