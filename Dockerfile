@@ -11,6 +11,10 @@ RUN npm ci --omit=dev --omit=optional --no-audit --no-fund && npm cache clean --
 
 FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production
+# The commit for coupon_build_info (the image has no .git):
+# docker build --build-arg BUILD_COMMIT=$(git rev-parse HEAD) .
+ARG BUILD_COMMIT=unknown
+ENV BUILD_COMMIT=$BUILD_COMMIT
 WORKDIR /app
 COPY --from=deps --chown=node:node /app/node_modules ./node_modules
 COPY --chown=node:node package.json ./

@@ -2,7 +2,7 @@ import type http from 'node:http';
 import type net from 'node:net';
 import { createContextValues } from '@connectrpc/connect';
 import { Cluster } from 'ioredis';
-import { type Logger, pino } from 'pino';
+import { type DestinationStream, type Logger, type LoggerOptions, pino } from 'pino';
 import { adminAuthInterceptor } from './api/admin-auth.ts';
 import { clientAddress, clientAddressKey, compileTrustedProxies } from './api/client-address.ts';
 import { createConnectHandler, type NodeServerRequest } from './api/connect-handler.ts';
@@ -34,6 +34,7 @@ import type { Config } from './config.ts';
 import { CouponService } from './gen/coupon/v1/coupon_pb.js';
 import { file_coupon_v1_errors } from './gen/coupon/v1/errors_pb.js';
 import { Health } from './gen/grpc/health/v1/health_pb.js';
+import { readBuildInfo } from './infrastructure/build-info.ts';
 import { MikroOrmCampaignRepository } from './infrastructure/db/campaign-repository.ts';
 import { MikroOrmCouponLedger } from './infrastructure/db/coupon-lifecycle-repository.ts';
 import { MikroOrmCouponRepository } from './infrastructure/db/coupon-repository.ts';
@@ -59,6 +60,8 @@ import { OpeningMemory } from './infrastructure/redis/opening-memory.ts';
 import { ShardBreakers } from './infrastructure/redis/shard-breakers.ts';
 import { RedisSlotGate } from './infrastructure/redis/slot-gate.ts';
 import { SoldOutCachingGate } from './infrastructure/redis/sold-out-cache.ts';
+import { TracedCampaignActivity, TracedSlotGate } from './infrastructure/traced-ports.ts';
+import { Tracing } from './infrastructure/tracing.ts';
 
 /**
  * No request of this API needs more than a few KiB (a name of 200 characters, ids, timestamps);
@@ -73,6 +76,8 @@ const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 export interface App {
   readonly config: Config;
   readonly logger: Logger;
+  /** Set while tracing is on (OTEL_EXPORTER_OTLP_ENDPOINT). */
+  readonly tracing: Tracing | undefined;
   readonly services: Services;
   listen(): Promise<net.AddressInfo>;
   close(): Promise<void>;
@@ -120,8 +125,9 @@ export interface ProcessHooks {
 export async function buildServices(
   config: Config,
   logger: Logger,
-  metrics = new Metrics(),
+  metrics = new Metrics(readBuildInfo(config.buildCommit)),
   hooks: ProcessHooks = {},
+  tracing?: Tracing,
 ): Promise<Services> {
   const redis = connectRedis({
     url: config.redisUrl,
@@ -222,6 +228,7 @@ export async function buildServices(
         metrics.dbBatchSize.observe(size);
         metrics.dbBatchDuration.observe(seconds);
       },
+      ...(tracing ? { tracing } : {}),
     },
   );
   const directory = new CampaignDirectory({
@@ -272,10 +279,29 @@ export async function buildServices(
       metrics.reconcileFailures.inc();
       logger.warn({ err: error }, 'reading the active campaigns failed; this pass sweeps only');
     },
+    onActiveInspected: (inspected) => {
+      const now = Date.now();
+      metrics.setCampaignFigures(
+        inspected
+          .filter(
+            ({ campaign, inspection }) =>
+              inspection.pending > 0 ||
+              (campaign.issuedAt.getTime() <= now && now < campaign.expiresAt.getTime()),
+          )
+          .map(({ campaign, inspection }) => ({
+            campaignId: campaign.id,
+            amount: campaign.amount,
+            issued: campaign.issuedCount,
+            remaining: inspection.remaining,
+            stale: inspection.stale,
+          })),
+      );
+    },
   });
   const reconciling = runPeriodically(async () => {
     try {
       const report = await reconciler.reconcile();
+      metrics.reconcilePasses.inc({ result: 'ok' });
       metrics.claimsSettled.inc({ how: 'reconciled_released' }, report.released);
       metrics.claimsSettled.inc({ how: 'reconciled_confirmed' }, report.confirmed);
       metrics.claimsSettled.inc({ how: 'adopted' }, report.adopted);
@@ -289,6 +315,7 @@ export async function buildServices(
         logger.info(report, 'reconciled pending claims');
       }
     } catch (error) {
+      metrics.reconcilePasses.inc({ result: 'failed' });
       logger.warn({ err: error }, 'reconciling pending claims failed; will retry');
     }
   }, config.reconcileIntervalMs);
@@ -315,11 +342,12 @@ export async function buildServices(
   });
 
   const issuer = new CouponIssuer({
-    gate,
+    // Traced, the issuer's store calls are spans of the call; the reconciler's are not traced.
+    gate: tracing ? new TracedSlotGate(gate, tracing) : gate,
     campaigns: campaignRepository,
     coupons: couponRepository,
     directory,
-    activity,
+    activity: tracing ? new TracedCampaignActivity(activity, tracing) : activity,
     settling: {
       writeMs: 2 * config.dependencyTimeoutMs,
       settleAfterMs: config.reconcileAfterMs + config.reconcileIntervalMs,
@@ -432,19 +460,37 @@ async function checkStores(services: Services, timeoutMs: number): Promise<Depen
   return { ready: { redis: someMaster, database: answers.database === true }, degraded };
 }
 
-/** The composition root: the one place that knows every concrete class. */
+/**
+ * The composition root: the one place that knows every concrete class. `tracing`: where spans go
+ * (a test's in-memory exporter); by default what `config.tracing` says, none when it is off.
+ * A logger made here carries the trace id of the call in progress on each line (see
+ * `loggerFor`); one passed in should be made with `loggerFor` too.
+ */
 export async function buildApp(
   config: Config,
-  logger: Logger = pino({ level: config.logLevel }),
+  logger?: Logger,
   hooks: ProcessHooks = {},
+  tracing?: Tracing,
 ): Promise<App> {
-  const services = await buildServices(config, logger, new Metrics(), hooks);
+  const build = readBuildInfo(config.buildCommit);
+  tracing ??= config.tracing && (await Tracing.start(config.tracing, build));
+  logger ??= loggerFor(config, tracing);
+  const services = await buildServices(config, logger, new Metrics(build), hooks, tracing).catch(
+    async (error: unknown) => {
+      await tracing?.close();
+      throw error;
+    },
+  );
   let draining = false;
   const probe: HealthProbe = {
     isDraining: () => draining,
     // Each check bounded below the handlers' 1 s limit, so /readyz names the one that hangs.
     dependenciesReady: () => checkStores(services, 800),
   };
+  services.metrics.observeReadiness(async () => {
+    const { ready: dependencies } = await checkStores(services, 800);
+    return { ready: !draining && Object.values(dependencies).every(Boolean), dependencies };
+  });
   const observer = new CallObserver(services.metrics, logger);
   const users = config.userTokens && {
     tokens: await UserTokens.create(config.userTokens),
@@ -458,7 +504,7 @@ export async function buildApp(
     },
     // Outermost first: map errors to codes and observe every call, then authenticate, then limit.
     interceptors: [
-      observabilityInterceptor(observer),
+      observabilityInterceptor(observer, tracing),
       ...(config.adminToken ? [adminAuthInterceptor(config.adminToken)] : []),
       ...(users ? [userAuthInterceptor(users.tokens)] : []),
       ipRateLimitInterceptor({
@@ -480,6 +526,7 @@ export async function buildApp(
     observer,
     connect,
     ...(users ? { users } : {}),
+    tracing,
   });
   const cors = corsMiddleware(config.corsOrigins);
   const health = httpHealthHandler(probe);
@@ -515,14 +562,32 @@ export async function buildApp(
   return {
     config,
     logger,
-    services,
+    tracing,
     listen: () => server.listen(config.port, config.host),
+    services,
     async close() {
       draining = true;
       // Watch streams would otherwise hold the drain for the whole grace period.
       services.watch.close();
       await server.close(config.shutdownGraceMs);
       await services.close();
+      // Last: the spans of the calls that drained go out too.
+      await tracing?.close();
     },
   };
+}
+
+/** The service's logger: with tracing on, each line written inside a call carries its trace id. */
+export function loggerFor(
+  config: Config,
+  tracing: Tracing | undefined,
+  options: LoggerOptions = {},
+  destination?: DestinationStream,
+): Logger {
+  const withTraceIds = {
+    level: config.logLevel,
+    ...options,
+    ...(tracing ? { mixin: tracing.logFields } : {}),
+  };
+  return destination ? pino(withTraceIds, destination) : pino(withTraceIds);
 }

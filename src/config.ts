@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { compileTrustedProxies, type TrustedProxies } from './api/client-address.ts';
 import { algorithmOfPublicKey, type UserTokenOptions } from './api/user-tokens.ts';
+import { TRACE_SAMPLERS, type TracingSettings } from './infrastructure/tracing.ts';
 
 /** A Redis Cluster seed node, or a Redis Sentinel. */
 export interface RedisNode {
@@ -201,6 +202,25 @@ const schema = z.object({
   WATCH_MESSAGES_PER_SECOND: positiveInt.default(2_000),
   /** LOG_LEVEL: pino level (fatal, error, warn, info, debug, trace, silent). */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** BUILD_COMMIT: the commit the code was built from, for coupon_build_info (an image has no .git); absent: the checkout's HEAD. */
+  BUILD_COMMIT: z
+    .string()
+    .regex(/^[\w.+-]{1,64}$/, 'must be a commit id or version tag (letters, digits, . _ + -)')
+    .optional(),
+  /** OTEL_EXPORTER_OTLP_ENDPOINT: the OTLP/HTTP collector (traces go to <it>/v1/traces); set, tracing is on. */
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
+  /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: the traces URL as is, instead of the endpoint's /v1/traces. */
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z
+    .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
+    .optional(),
+  /** OTEL_SDK_DISABLED: true turns tracing off even with an endpoint. */
+  OTEL_SDK_DISABLED: z.enum(['true', 'false'], 'must be true or false').default('false'),
+  /** OTEL_SERVICE_NAME: service.name of every span. */
+  OTEL_SERVICE_NAME: z.string().min(1).default('coupon-service'),
+  /** OTEL_TRACES_SAMPLER: which calls are traced (the OpenTelemetry names). */
+  OTEL_TRACES_SAMPLER: z.enum(TRACE_SAMPLERS).default('parentbased_always_on'),
+  /** OTEL_TRACES_SAMPLER_ARG: the ratio of the traceidratio samplers, 0 to 1. */
+  OTEL_TRACES_SAMPLER_ARG: z.coerce.number().min(0).max(1).default(1),
 });
 
 export interface Config {
@@ -237,6 +257,9 @@ export interface Config {
   readonly watchMessagesPerSecond: number;
   /** How IssueCoupon callers prove who the user is; undefined: they do not (a gateway does). */
   readonly userTokens: UserTokenOptions | undefined;
+  readonly buildCommit: string | undefined;
+  /** Where spans go and which calls are traced; undefined: tracing is off (the default). */
+  readonly tracing: TracingSettings | undefined;
 }
 
 export class ConfigError extends Error {}
@@ -356,6 +379,23 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
           ...(c.USER_JWT_AUDIENCE ? { audience: c.USER_JWT_AUDIENCE } : {}),
         }
       : undefined,
+    buildCommit: c.BUILD_COMMIT,
+    tracing: tracingSettings(c),
+  };
+}
+
+/** On only with a collector to send to, as the OpenTelemetry SDKs read these variables. */
+function tracingSettings(c: z.infer<typeof schema>): TracingSettings | undefined {
+  if (c.OTEL_SDK_DISABLED === 'true') return undefined;
+  const tracesUrl =
+    c.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
+    (c.OTEL_EXPORTER_OTLP_ENDPOINT && `${c.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/$/, '')}/v1/traces`);
+  if (!tracesUrl) return undefined;
+  return {
+    tracesUrl,
+    serviceName: c.OTEL_SERVICE_NAME,
+    sampler: c.OTEL_TRACES_SAMPLER,
+    samplerRatio: c.OTEL_TRACES_SAMPLER_ARG,
   };
 }
 

@@ -1,8 +1,9 @@
 import cluster from 'node:cluster';
-import { pino } from 'pino';
-import { buildApp } from './app.ts';
+import { buildApp, loggerFor } from './app.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
+import { readBuildInfo } from './infrastructure/build-info.ts';
 import { openDatabase } from './infrastructure/db/orm.ts';
+import { Tracing } from './infrastructure/tracing.ts';
 
 let config: Config;
 try {
@@ -15,10 +16,19 @@ try {
   throw error;
 }
 
-const logger = pino({
-  level: config.logLevel,
-  ...(process.stdout.isTTY ? { transport: { target: 'pino-pretty' } } : {}),
-});
+const build = readBuildInfo(config.buildCommit);
+// The primary of WORKERS > 1 serves no call: only the processes that do trace.
+const serves = config.workers <= 1 || !cluster.isPrimary;
+const tracing = serves && config.tracing ? await Tracing.start(config.tracing, build) : undefined;
+const logger = loggerFor(
+  config,
+  tracing,
+  process.stdout.isTTY ? { transport: { target: 'pino-pretty' } } : {},
+);
+logger.info(
+  { ...build, tracing: tracing && config.tracing ? config.tracing.tracesUrl : 'off' },
+  'coupon-service starting',
+);
 
 if (config.workers > 1 && cluster.isPrimary) {
   await runPrimary(config);
@@ -32,7 +42,7 @@ async function runServer(config: Config): Promise<void> {
     console.error(error.message);
     process.exit(1);
   };
-  const app = await buildApp(config, logger, { onFatal }).catch((error: unknown) => {
+  const app = await buildApp(config, logger, { onFatal }, tracing).catch((error: unknown) => {
     if (error instanceof ConfigError) {
       console.error(error.message);
       process.exit(1);

@@ -12,13 +12,14 @@ import {
   type IssueCouponRequest,
   IssueCouponRequestSchema,
 } from '../gen/coupon/v1/coupon_pb.js';
+import type { Tracing } from '../infrastructure/tracing.ts';
 import {
   type ConnectHandler,
   type NodeServerRequest,
   type NodeServerResponse,
   unreadBody,
 } from './connect-handler.ts';
-import type { CallObserver } from './observability.ts';
+import { type CallObserver, traceEarlyRefusal } from './observability.ts';
 import type { UserTokens } from './user-tokens.ts';
 
 const ISSUE_COUPON_PATH = `/${CouponService.typeName}/${CouponService.method.issueCoupon.name}`;
@@ -56,8 +57,10 @@ export function earlyRefusalHandler(deps: {
   connect: ConnectHandler;
   /** With user tokens configured: the verifier, and where a verified user is left for connect's path. */
   users?: { tokens: UserTokens; verified: WeakMap<NodeServerRequest, string> };
+  /** With tracing on, each refusal answered here is a span of its own. */
+  tracing?: Tracing | undefined;
 }): (request: NodeServerRequest, response: NodeServerResponse) => void {
-  const { issuer, observer, connect, users } = deps;
+  const { issuer, observer, connect, users, tracing } = deps;
   return (request, response) => {
     const started = performance.now();
     const format = readableIssueCall(request);
@@ -78,8 +81,10 @@ export function earlyRefusalHandler(deps: {
         connect(request, response, readAgain(chunks, unreadBody(request)));
       }
     };
-    const refuse = (refusal: DomainError) => {
-      const answer = observer.refused(CouponService.method.issueCoupon.name, refusal, started);
+    const refuse = (refusal: DomainError, campaignId: string | undefined) => {
+      const answer = tracing
+        ? traceEarlyRefusal(tracing, observer, { headers: request.headers, campaignId, started }, refusal)
+        : observer.refused(CouponService.method.issueCoupon.name, refusal, started);
       const errorBody = errorToJsonBytes(answer, {});
       // Lowercase, as connect writes them.
       response.writeHead(codeToHttpStatus(answer.code), {
@@ -90,7 +95,7 @@ export function earlyRefusalHandler(deps: {
     };
     const judge = (body: Buffer, call: IssueCouponRequest | undefined) => {
       const refusal = judgeFromMemory(issuer, call);
-      if (refusal) refuse(refusal);
+      if (refusal) refuse(refusal, call?.campaignId);
       else connect(request, response, body);
     };
     const onEnd = () => {
@@ -111,7 +116,7 @@ export function earlyRefusalHandler(deps: {
         judge(body, call);
       };
       const refuseToken = (error: unknown) => {
-        if (error instanceof DomainError) refuse(error);
+        if (error instanceof DomainError) refuse(error, call.campaignId);
         else connect(request, response, body);
       };
       let user: string | Promise<string>;

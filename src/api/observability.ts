@@ -1,8 +1,12 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import type { Span } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import { DependencyUnavailableError } from '../application/ports.ts';
 import { DomainError, type DomainErrorKind } from '../domain/errors.ts';
+import { CouponService } from '../gen/coupon/v1/coupon_pb.js';
 import type { Metrics } from '../infrastructure/metrics.ts';
+import { endFailed, type Tracing } from '../infrastructure/tracing.ts';
 import { toConnectError } from './errors.ts';
 
 const ISSUE_OUTCOME_OF: Record<DomainErrorKind, string> = {
@@ -86,20 +90,31 @@ export class CallObserver {
       { method, code: CODE_NAME[code] ?? 'Unknown' },
       (performance.now() - started) / 1000,
     );
-    if (method === 'IssueCoupon') {
-      const outcome =
-        thrown instanceof DomainError
-          ? ISSUE_OUTCOME_OF[thrown.kind]
-          : code === Code.Unavailable
-            ? 'unavailable'
-            : 'error';
-      this.metrics.issueOutcomes.inc({ outcome });
-    }
+    if (method === 'IssueCoupon')
+      this.metrics.issueOutcomes.inc({ outcome: outcomeOf(method, thrown, code) });
   }
 }
 
-/** The outermost interceptor: every call connect runs is settled by the observer. */
-export function observabilityInterceptor(observer: CallObserver): Interceptor {
+/**
+ * What a call ended in, in one word: for IssueCoupon the outcome counted in
+ * coupon_issue_outcomes_total; for the others ok, the refusal (campaign_name_taken, ...),
+ * unavailable or error.
+ */
+function outcomeOf(method: string, thrown: unknown, code: Code | undefined): string {
+  if (code === undefined) return method === 'IssueCoupon' ? 'issued' : 'ok';
+  if (thrown instanceof DomainError) {
+    return method === 'IssueCoupon' ? ISSUE_OUTCOME_OF[thrown.kind] : thrown.kind.replaceAll('-', '_');
+  }
+  return code === Code.Unavailable ? 'unavailable' : 'error';
+}
+
+/**
+ * The outermost interceptor: every call connect runs is settled by the observer. With tracing
+ * on, each call is also a server span (see `tracedCalls`); off, the interceptor is the same as
+ * before tracing existed.
+ */
+export function observabilityInterceptor(observer: CallObserver, tracing?: Tracing): Interceptor {
+  if (tracing) return tracedCalls(observer, tracing);
   return (next) => async (request) => {
     const started = performance.now();
     try {
@@ -110,4 +125,94 @@ export function observabilityInterceptor(observer: CallObserver): Interceptor {
       throw observer.failed(request.method.name, thrown, started);
     }
   };
+}
+
+/**
+ * A server span per call, named `coupon.v1.CouponService/IssueCoupon` as OpenTelemetry's RPC
+ * conventions name spans, with the campaign id and outcome. The call runs inside it, so the
+ * spans of its store calls are its children and its log lines carry its trace id.
+ */
+function tracedCalls(observer: CallObserver, tracing: Tracing): Interceptor {
+  return (next) => async (request) => {
+    const started = performance.now();
+    const method = request.method.name;
+    const span = tracing.startCall(`${request.service.typeName}/${method}`, request.header, {
+      'rpc.system': request.header.get('content-type')?.startsWith('application/grpc')
+        ? 'grpc'
+        : 'connect_rpc',
+      'rpc.service': request.service.typeName,
+      'rpc.method': method,
+    });
+    if (!request.stream) setCampaignId(span, request.message);
+    return tracing.within(span, async () => {
+      try {
+        const response = await next(request);
+        observer.succeeded(method, started);
+        if (!response.stream) setCampaignId(span, response.message);
+        endCall(span, method, undefined, undefined);
+        return response;
+      } catch (thrown) {
+        const error = observer.failed(method, thrown, started);
+        endCall(span, method, thrown, error);
+        throw error;
+      }
+    });
+  };
+}
+
+/**
+ * An IssueCoupon refusal answered before connect (early-refusal.ts), traced as a call of its own
+ * that started when the request arrived; returns the error to answer with, as `refused` does.
+ */
+export function traceEarlyRefusal(
+  tracing: Tracing,
+  observer: CallObserver,
+  call: { headers: IncomingHttpHeaders; campaignId: string | undefined; started: number },
+  refusal: DomainError,
+): ConnectError {
+  const method = CouponService.method.issueCoupon.name;
+  const span = tracing.startCall(
+    `${CouponService.typeName}/${method}`,
+    call.headers,
+    {
+      'rpc.system': 'connect_rpc',
+      'rpc.service': CouponService.typeName,
+      'rpc.method': method,
+      'coupon.answered_from': 'memory',
+    },
+    call.started,
+  );
+  if (call.campaignId) span.setAttribute('coupon.campaign_id', call.campaignId);
+  const error = tracing.within(span, () => observer.refused(method, refusal, call.started));
+  endCall(span, method, refusal, error);
+  return error;
+}
+
+function setCampaignId(span: Span, message: unknown): void {
+  const { campaignId, campaign } = message as { campaignId?: unknown; campaign?: { id?: unknown } };
+  const id = typeof campaignId === 'string' ? campaignId : campaign?.id;
+  if (typeof id === 'string' && id !== '') span.setAttribute('coupon.campaign_id', id);
+}
+
+/** The codes OpenTelemetry's gRPC conventions count as the server's failure rather than the caller's. */
+const SERVER_FAILURES: ReadonlySet<Code> = new Set([
+  Code.Unknown,
+  Code.DeadlineExceeded,
+  Code.Unimplemented,
+  Code.Internal,
+  Code.Unavailable,
+  Code.DataLoss,
+]);
+
+/** A refusal is a right answer: only failures (a store down, a bug) mark the span as an error. */
+function endCall(span: Span, method: string, thrown: unknown, error: unknown): void {
+  const code = thrown === undefined ? undefined : error instanceof ConnectError ? error.code : Code.Internal;
+  span.setAttribute('coupon.outcome', outcomeOf(method, thrown, code));
+  span.setAttribute('rpc.grpc.status_code', code ?? 0);
+  if (code === undefined || !SERVER_FAILURES.has(code)) {
+    span.end();
+    return;
+  }
+  span.setAttribute('error.type', CODE_NAME[code] ?? 'Unknown');
+  endFailed(span, thrown);
 }

@@ -35,6 +35,12 @@ export interface ReconcileReport {
 
 type Tally = { -readonly [K in keyof ReconcileReport]: number };
 
+/** A campaign of the active set as a pass read it: its row, and its gate before settling. */
+export interface InspectedCampaign {
+  readonly campaign: Campaign;
+  readonly inspection: SlotInspection;
+}
+
 /**
  * Settles claims a request never settled itself: its process died between the Redis claim and the
  * database write, or the write timed out with an unknown outcome. A claim older than `staleAfterMs`
@@ -63,6 +69,7 @@ export class ClaimReconciler {
   private readonly sweepPerPass: number;
   private readonly onCampaignFailed: (campaignId: string, error: unknown) => void;
   private readonly onActiveSetFailed: (error: unknown) => void;
+  private readonly onActiveInspected: (campaigns: readonly InspectedCampaign[]) => void;
   /** The last campaign id the sweep visited; '' starts over. */
   private sweptUpTo = '';
 
@@ -84,6 +91,8 @@ export class ClaimReconciler {
     onCampaignFailed?: (campaignId: string, error: unknown) => void;
     /** Told when the active set could not be read; the pass goes on with the sweep alone. */
     onActiveSetFailed?: (error: unknown) => void;
+    /** Told each pass what it read of the active campaigns it could inspect (for metrics). */
+    onActiveInspected?: (campaigns: readonly InspectedCampaign[]) => void;
   }) {
     this.gate = deps.gate;
     this.campaigns = deps.campaigns;
@@ -94,6 +103,7 @@ export class ClaimReconciler {
     this.sweepPerPass = deps.sweepPerPass;
     this.onCampaignFailed = deps.onCampaignFailed ?? (() => undefined);
     this.onActiveSetFailed = deps.onActiveSetFailed ?? (() => undefined);
+    this.onActiveInspected = deps.onActiveInspected ?? (() => undefined);
   }
 
   async reconcile(): Promise<ReconcileReport> {
@@ -123,7 +133,9 @@ export class ClaimReconciler {
     const active = (await this.campaigns.findCampaigns(marks.map((mark) => mark.campaignId))).filter(
       (campaign) => campaign.expiresAt > closingAfter,
     );
-    const pending = await this.reconcileCampaigns(active, tally);
+    const inspected: InspectedCampaign[] = [];
+    const pending = await this.reconcileCampaigns(active, tally, inspected);
+    this.onActiveInspected(inspected);
     const live = new Set(active.map((campaign) => campaign.id));
     for (const mark of marks) {
       // Not live: nothing left to settle. Live: no claim pending when looked at, no mark lately.
@@ -164,6 +176,7 @@ export class ClaimReconciler {
   private async reconcileCampaigns(
     campaigns: readonly Campaign[],
     tally: Tally,
+    inspected?: InspectedCampaign[],
   ): Promise<Map<string, number>> {
     const pending = new Map<string, number>();
     for (let i = 0; i < campaigns.length; i += INSPECTED_AT_ONCE) {
@@ -178,6 +191,7 @@ export class ClaimReconciler {
           if (inspection.status === 'rejected') throw inspection.reason;
           await this.settle(campaign, inspection.value, tally);
           pending.set(campaign.id, inspection.value?.pending ?? 0);
+          if (inspection.value) inspected?.push({ campaign, inspection: inspection.value });
         } catch (error) {
           tally.failed++;
           this.onCampaignFailed(campaign.id, error);

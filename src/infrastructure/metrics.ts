@@ -1,6 +1,32 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { BuildInfo } from './build-info.ts';
 
 const LOOP_PROBE_MS = 10;
+
+/**
+ * Most campaigns given series of their own in the per-campaign gauges. Each campaign is four
+ * series; a deployment with more campaigns with claims at once shows the ones that need a look
+ * first (stale claims), then the newest, so a scrape stays a few kilobytes whatever runs.
+ */
+export const CAMPAIGN_SERIES_MAX = 50;
+
+/** What the reconciler read of one campaign it visited for its claims (see `setCampaignFigures`). */
+export interface CampaignFigures {
+  readonly campaignId: string;
+  readonly amount: number;
+  /** Coupons recorded in the database. */
+  readonly issued: number;
+  /** Slots left at the gate. */
+  readonly remaining: number;
+  /** Pending claims older than RECONCILE_AFTER_MS when looked at. */
+  readonly stale: number;
+}
+
+/** Whether the instance can serve, as /readyz would answer now; read at each scrape. */
+export type ReadinessCheck = () => Promise<{
+  ready: boolean;
+  dependencies: Readonly<Record<string, boolean>>;
+}>;
 
 /** Every Prometheus metric of the service, in one registry of its own (so tests can build many apps). */
 export class Metrics {
@@ -94,10 +120,71 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  private readonly loopProbe: NodeJS.Timeout;
+  readonly buildInfo = new Gauge({
+    name: 'coupon_build_info',
+    help: 'Always 1: the version (package.json), commit and Node.js version this process runs',
+    labelNames: ['version', 'commit', 'node'] as const,
+    registers: [this.registry],
+  });
 
-  constructor() {
+  readonly reconcilePasses = new Counter({
+    name: 'coupon_reconcile_passes_total',
+    help: 'Reconciler passes by result: ok, or failed (the pass stopped: a store did not answer; the next one tries again)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly campaignRemaining = new Gauge({
+    name: 'coupon_campaign_remaining',
+    help: `Slots left at the gate, per campaign with claims lately that is open or has claims pending (at most ${CAMPAIGN_SERIES_MAX} campaigns), as the last reconcile pass read it`,
+    labelNames: ['campaign_id'] as const,
+    registers: [this.registry],
+  });
+
+  readonly campaignIssued = new Gauge({
+    name: 'coupon_campaign_issued',
+    help: 'Coupons recorded in the database, per campaign of coupon_campaign_remaining',
+    labelNames: ['campaign_id'] as const,
+    registers: [this.registry],
+  });
+
+  readonly campaignAmount = new Gauge({
+    name: 'coupon_campaign_amount',
+    help: 'Coupons the campaign hands out in all, per campaign of coupon_campaign_remaining',
+    labelNames: ['campaign_id'] as const,
+    registers: [this.registry],
+  });
+
+  readonly campaignStaleClaims = new Gauge({
+    name: 'coupon_campaign_stale_claims',
+    help: 'Claims the gate counts as taken with no confirmed row, pending longer than RECONCILE_AFTER_MS (the gate and the database disagree), per campaign of coupon_campaign_remaining; the pass that reads them settles them',
+    labelNames: ['campaign_id'] as const,
+    registers: [this.registry],
+  });
+
+  readonly ready: Gauge<'dependency'>;
+
+  private readonly loopProbe: NodeJS.Timeout;
+  private readinessCheck: ReadinessCheck | undefined;
+
+  constructor(build?: BuildInfo) {
     collectDefaultMetrics({ register: this.registry });
+    if (build) this.buildInfo.set({ version: build.version, commit: build.commit, node: build.node }, 1);
+    for (const result of ['ok', 'failed']) this.reconcilePasses.inc({ result }, 0);
+    const metrics = this;
+    this.ready = new Gauge({
+      name: 'coupon_ready',
+      help: '1 while the instance would answer /readyz 200 (its stores answer, not draining), 0 otherwise; with dependency, whether that one answers. Checked at each scrape',
+      labelNames: ['dependency'] as const,
+      registers: [this.registry],
+      async collect() {
+        if (!metrics.readinessCheck) return;
+        const { ready, dependencies } = await metrics.readinessCheck();
+        this.reset();
+        this.set(ready ? 1 : 0);
+        for (const [dependency, up] of Object.entries(dependencies)) this.set({ dependency }, up ? 1 : 0);
+      },
+    });
     // A histogram rather than the default metrics' percentiles of a sliding window: a single
     // stall of a second stays visible in the buckets, and rates per bucket can be alerted on.
     let expected = performance.now() + LOOP_PROBE_MS;
@@ -106,6 +193,36 @@ export class Metrics {
       this.eventLoopDelay.observe(Math.max(0, now - expected) / 1000);
       expected = now + LOOP_PROBE_MS;
     }, LOOP_PROBE_MS).unref();
+  }
+
+  /** Makes `coupon_ready` answer; until then it is absent. */
+  observeReadiness(check: ReadinessCheck): void {
+    this.readinessCheck = check;
+  }
+
+  /**
+   * Replaces the per-campaign gauges with what one reconcile pass read of the campaigns with
+   * claims lately: the open ones and those with claims pending, at most CAMPAIGN_SERIES_MAX.
+   */
+  setCampaignFigures(campaigns: readonly CampaignFigures[]): void {
+    const shown = [...campaigns]
+      .sort((a, b) => b.stale - a.stale || (a.campaignId < b.campaignId ? 1 : -1))
+      .slice(0, CAMPAIGN_SERIES_MAX);
+    for (const gauge of [
+      this.campaignRemaining,
+      this.campaignIssued,
+      this.campaignAmount,
+      this.campaignStaleClaims,
+    ]) {
+      gauge.reset();
+    }
+    for (const campaign of shown) {
+      const labels = { campaign_id: campaign.campaignId };
+      this.campaignRemaining.set(labels, campaign.remaining);
+      this.campaignIssued.set(labels, campaign.issued);
+      this.campaignAmount.set(labels, campaign.amount);
+      this.campaignStaleClaims.set(labels, campaign.stale);
+    }
   }
 
   /** Stops the event-loop probe. */

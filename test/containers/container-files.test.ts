@@ -59,6 +59,11 @@ describe('Dockerfile', () => {
     expect(instructions).toContain('STOPSIGNAL SIGTERM');
   });
 
+  it('takes the commit it was built from as BUILD_COMMIT, for coupon_build_info', () => {
+    expect(instructions).toContain('ARG BUILD_COMMIT=unknown');
+    expect(instructions).toContain('ENV BUILD_COMMIT=$BUILD_COMMIT');
+  });
+
   it('has a healthcheck on /readyz and fetches nothing remote', () => {
     expect(instructions.some((line) => line.startsWith('HEALTHCHECK') && line.includes('/readyz'))).toBe(
       true,

@@ -1,4 +1,6 @@
+import type { Span } from '@opentelemetry/api';
 import type { CouponRepository, CouponToPersist, PersistOutcome } from '../../application/ports.ts';
+import { endFailed, type Tracing } from '../tracing.ts';
 
 export interface BatchCouponStore extends CouponRepository {
   persistMany(coupons: readonly CouponToPersist[]): Promise<PersistOutcome[]>;
@@ -8,6 +10,8 @@ interface Waiting {
   readonly coupon: CouponToPersist;
   resolve(outcome: PersistOutcome): void;
   reject(error: unknown): void;
+  /** With tracing on, the write's span in the trace of the call that asked for it. */
+  readonly span?: Span | undefined;
 }
 
 export interface GroupCommitOptions {
@@ -17,6 +21,8 @@ export interface GroupCommitOptions {
   readonly maxInFlight: number;
   /** Told of every batch written: its size and how long it took. */
   readonly onBatch?: (size: number, seconds: number) => void;
+  /** With tracing on: each coupon's wait and write is a span of its call (`db.group_commit`). */
+  readonly tracing?: Tracing;
 }
 
 /**
@@ -39,7 +45,10 @@ export class GroupCommitCouponRepository implements CouponRepository {
 
   persist(coupon: CouponToPersist): Promise<PersistOutcome> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ coupon, resolve, reject });
+      const span = this.options.tracing?.startChild('db.group_commit', {
+        'coupon.campaign_id': coupon.campaignId,
+      });
+      this.queue.push(span ? tracedWaiting(coupon, resolve, reject, span) : { coupon, resolve, reject });
       // Wait for the rest of this turn of the event loop: requests that arrived together go together.
       if (!this.drainScheduled) {
         this.drainScheduled = true;
@@ -64,6 +73,13 @@ export class GroupCommitCouponRepository implements CouponRepository {
       const batch = this.queue.splice(0, this.options.maxBatch);
       this.inFlight++;
       const started = performance.now();
+      if (this.options.tracing) {
+        for (const waiting of batch) {
+          // Queued until here: the batch this coupon goes in is written from now on.
+          waiting.span?.addEvent('batch write started', { 'coupon.batch_size': batch.length });
+          waiting.span?.setAttribute('coupon.batch_size', batch.length);
+        }
+      }
       this.store
         .persistMany(batch.map((waiting) => waiting.coupon))
         .then(
@@ -81,4 +97,26 @@ export class GroupCommitCouponRepository implements CouponRepository {
         });
     }
   }
+}
+
+/** A waiting coupon whose span ends with its outcome. */
+function tracedWaiting(
+  coupon: CouponToPersist,
+  resolve: (outcome: PersistOutcome) => void,
+  reject: (error: unknown) => void,
+  span: Span,
+): Waiting {
+  return {
+    coupon,
+    span,
+    resolve(outcome) {
+      span.setAttribute('coupon.persist', outcome);
+      span.end();
+      resolve(outcome);
+    },
+    reject(error) {
+      endFailed(span, error);
+      reject(error);
+    },
+  };
 }
