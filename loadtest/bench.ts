@@ -68,7 +68,10 @@ const { values: args } = parseArgs({
     // Absent: a database of this run's own (coupon_bench_<run>), dropped at the end unless a check
     // failed, so that two benches on one machine never drop each other's.
     'database-url': { type: 'string' },
-    scenarios: { type: 'string', default: 'noop,issue,issue-jwt,rush,storm,arrival1000,arrival3000,get100k' },
+    scenarios: {
+      type: 'string',
+      default: 'noop,issue,issue-jwt,rush,storm,arrival1000,arrival3000,get100k,bulk1000',
+    },
     connections: { type: 'string', default: '64' },
     duration: { type: 'string', default: '15' },
     rounds: { type: 'string' },
@@ -781,6 +784,7 @@ try {
       verify: ok ? `PASS (${codes} codes)` : `FAIL: ${codes} codes`,
     });
   }
+  if (scenarios.has('bulk1000')) rows.push(await benchBulkIssue(service));
   // The services are stopped first: the back-end figures are measured with nothing else of ours running.
   await stopEverything();
   if (scenarios.has('capacity')) {
@@ -926,3 +930,49 @@ if (ownDatabase && failed) console.log(`\ndatabase kept for inspection: ${databa
 else await dropOwnDatabase();
 console.log(`\nresults: ${file.pathname}${failed ? '\nVERIFY FAILED' : ''}`);
 process.exitCode = failed ? 1 : 0;
+
+/**
+ * IssueCoupons of 1,000 users against 1,000 IssueCoupon calls (over `connections` keep-alive
+ * connections): wall time and service CPU for the same 1,000 coupons, each way, best of 3.
+ */
+async function benchBulkIssue(service: Server): Promise<Row> {
+  const bulk: { ms: number; cpuMs: number | undefined }[] = [];
+  const single: { ms: number; cpuMs: number | undefined }[] = [];
+  let ok = true;
+  const cpuMsSince = (before: number | undefined) => {
+    const after = service.cpuSeconds?.();
+    return before === undefined || after === undefined ? undefined : (after - before) * 1000;
+  };
+  for (let round = 0; round < 3; round++) {
+    const [bulkCampaign] = await createCampaigns(service, 1_000);
+    const userIds = Array.from({ length: 1_000 }, (_, i) => `bulk-${run}-${round}-${i}`);
+    let cpu = service.cpuSeconds?.();
+    const reply = await callOnce(first(service), 'IssueCoupons', {
+      campaignId: (bulkCampaign as BenchCampaign).id,
+      userIds,
+    });
+    bulk.push({ ms: reply.ms, cpuMs: cpuMsSince(cpu) });
+    const results = (reply.json as { results?: { coupon?: unknown }[] }).results ?? [];
+    ok &&= reply.status === 200 && results.filter((result) => result.coupon).length === 1_000;
+
+    const [singleCampaign] = await createCampaigns(service, 1_000);
+    cpu = service.cpuSeconds?.();
+    const started = performance.now();
+    const result = await runLoad(service.instances, {
+      connections,
+      request: issueRequests(service, [singleCampaign as BenchCampaign], `single-${run}-${round}`, 1_000),
+    });
+    single.push({ ms: performance.now() - started, cpuMs: cpuMsSince(cpu) });
+    ok &&= (result.outcomes.ok ?? 0) === 1_000;
+  }
+  const best = (runs: { ms: number; cpuMs: number | undefined }[]) =>
+    runs.reduce((a, b) => (b.ms < a.ms ? b : a));
+  const [b, s] = [best(bulk), best(single)];
+  const cpu = (run: { cpuMs: number | undefined }) =>
+    run.cpuMs === undefined ? '' : `, service CPU ${run.cpuMs.toFixed(0)} ms`;
+  return {
+    scenario: 'IssueCoupons x1,000 users',
+    note: `one call ${b.ms.toFixed(0)} ms${cpu(b)}; 1,000 calls over ${connections} connections ${s.ms.toFixed(0)} ms${cpu(s)}`,
+    verify: ok ? 'PASS (1,000 coupons each way)' : 'FAIL: not every coupon issued',
+  };
+}

@@ -26,6 +26,7 @@ import { CampaignDirectory } from './application/campaign-directory.ts';
 import { CampaignOperations } from './application/campaign-operations.ts';
 import { CampaignService } from './application/campaign-service.ts';
 import { CampaignWatch } from './application/campaign-watch.ts';
+import { CouponLifecycle } from './application/coupon-lifecycle.ts';
 import { CouponIssuer } from './application/issue-coupon.ts';
 import { PageTokens } from './application/page-tokens.ts';
 import type { CampaignRepository, CouponRepository } from './application/ports.ts';
@@ -36,6 +37,7 @@ import { file_coupon_v1_errors } from './gen/coupon/v1/errors_pb.js';
 import { Health } from './gen/grpc/health/v1/health_pb.js';
 import { readBuildInfo } from './infrastructure/build-info.ts';
 import { MikroOrmCampaignRepository } from './infrastructure/db/campaign-repository.ts';
+import { MikroOrmCouponLedger } from './infrastructure/db/coupon-lifecycle-repository.ts';
 import { MikroOrmCouponRepository } from './infrastructure/db/coupon-repository.ts';
 import { GroupCommitCouponRepository } from './infrastructure/db/group-commit.ts';
 import { type Database, openDatabase } from './infrastructure/db/orm.ts';
@@ -89,6 +91,8 @@ export interface Services {
   readonly operations: CampaignOperations;
   /** WatchCampaign's feeds: one reader per watched campaign on this instance. */
   readonly watch: CampaignWatch;
+  /** After issue: GetCoupon, ListUserCoupons, RedeemCoupon, CancelRedemption, IssueCoupons. */
+  readonly lifecycle: CouponLifecycle;
   readonly reconciler: ClaimReconciler;
   /** The ids of every live campaign, so made-up ids are refused from memory. */
   readonly directory: CampaignDirectory;
@@ -338,6 +342,26 @@ export async function buildServices(
     },
   });
 
+  const issuer = new CouponIssuer({
+    // Traced, the issuer's store calls are spans of the call; the reconciler's are not traced.
+    gate: tracing ? new TracedSlotGate(gate, tracing) : gate,
+    campaigns: campaignRepository,
+    coupons: couponRepository,
+    directory,
+    activity: tracing ? new TracedCampaignActivity(activity, tracing) : activity,
+    settling: {
+      writeMs: 2 * config.dependencyTimeoutMs,
+      settleAfterMs: config.reconcileAfterMs + config.reconcileIntervalMs,
+    },
+  });
+  const lifecycle = new CouponLifecycle({
+    ledger: new MikroOrmCouponLedger(db, breakers.databaseReads),
+    campaigns: campaignRepository,
+    gate,
+    issuer,
+    pageTokens,
+  });
+
   return {
     campaigns: new CampaignService({
       campaigns: campaignRepository,
@@ -348,18 +372,8 @@ export async function buildServices(
     }),
     operations: new CampaignOperations({ campaigns: campaignRepository, gate: gateControls, directory }),
     watch,
-    issuer: new CouponIssuer({
-      // Traced, the issuer's store calls are spans of the call; the reconciler's are not traced.
-      gate: tracing ? new TracedSlotGate(gate, tracing) : gate,
-      campaigns: campaignRepository,
-      coupons: couponRepository,
-      directory,
-      activity: tracing ? new TracedCampaignActivity(activity, tracing) : activity,
-      settling: {
-        writeMs: 2 * config.dependencyTimeoutMs,
-        settleAfterMs: config.reconcileAfterMs + config.reconcileIntervalMs,
-      },
-    }),
+    issuer,
+    lifecycle,
     reconciler,
     directory,
     activity,

@@ -12,6 +12,9 @@ const ADMIN_METHODS = new Set([
   'UpdateCampaignAmount',
   'ListCoupons',
   'ListCampaignEvents',
+  'RedeemCoupon',
+  'CancelRedemption',
+  'IssueCoupons',
 ]);
 
 /**

@@ -1,26 +1,42 @@
 import { create } from '@bufbuild/protobuf';
-import { type Timestamp, timestampDate, timestampFromDate } from '@bufbuild/protobuf/wkt';
-import type { ServiceImpl } from '@connectrpc/connect';
+import {
+  type Duration,
+  DurationSchema,
+  type Timestamp,
+  timestampDate,
+  timestampFromDate,
+} from '@bufbuild/protobuf/wkt';
+import { Code, ConnectError, type ServiceImpl } from '@connectrpc/connect';
 import type { CampaignOperations } from '../application/campaign-operations.ts';
 import type { CampaignService } from '../application/campaign-service.ts';
 import type { CampaignWatch } from '../application/campaign-watch.ts';
+import type { CouponLifecycle } from '../application/coupon-lifecycle.ts';
 import type { CouponIssuer } from '../application/issue-coupon.ts';
 import type { CampaignState, CampaignView } from '../domain/campaign.ts';
+import type { CouponState, CouponView } from '../domain/coupon.ts';
 import { InvalidArgumentError } from '../domain/errors.ts';
 import {
   CampaignEventSchema,
   type Campaign as CampaignMessage,
   CampaignSchema,
   CampaignState as CampaignStateMessage,
+  CancelRedemptionResponseSchema,
   CloseCampaignResponseSchema,
+  type Coupon as CouponMessage,
   CouponSchema,
   type CouponService,
+  CouponState as CouponStateMessage,
   CreateCampaignResponseSchema,
   GetCampaignResponseSchema,
+  GetCouponResponseSchema,
   IssueCouponResponseSchema,
+  IssueCouponsResponseSchema,
+  IssueResultSchema,
   ListCampaignEventsResponseSchema,
   ListCampaignsResponseSchema,
   ListCouponsResponseSchema,
+  ListUserCouponsResponseSchema,
+  RedeemCouponResponseSchema,
   UpdateCampaignAmountResponseSchema,
   WatchCampaignResponseSchema,
 } from '../gen/coupon/v1/coupon_pb.js';
@@ -38,8 +54,66 @@ const STATE_OF_MESSAGE = new Map<CampaignStateMessage, CampaignState>(
   Object.entries(STATE_MESSAGE).map(([state, message]) => [message, state as CampaignState]),
 );
 
+const COUPON_STATE_MESSAGE: Record<CouponState, CouponStateMessage> = {
+  issued: CouponStateMessage.ISSUED,
+  redeemed: CouponStateMessage.REDEEMED,
+  expired: CouponStateMessage.EXPIRED,
+};
+
+function toCouponMessage(coupon: CouponView): CouponMessage {
+  return create(CouponSchema, {
+    code: coupon.code,
+    campaignId: coupon.campaignId,
+    userId: coupon.userId,
+    issuedAt: timestampFromDate(coupon.issuedAt),
+    state: COUPON_STATE_MESSAGE[coupon.state],
+    ...(coupon.validUntil ? { validUntil: timestampFromDate(coupon.validUntil) } : {}),
+    ...(coupon.redeemedAt ? { redeemedAt: timestampFromDate(coupon.redeemedAt) } : {}),
+    orderId: coupon.orderId ?? '',
+  });
+}
+
+function durationOfMs(ms: number): Duration {
+  return create(DurationSchema, { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+}
+
+/**
+ * A Duration as whole milliseconds, refusing what the well-known type forbids (nanos outside
+ * -999,999,999..999,999,999 or of another sign than seconds) and what a coupon's validity cannot
+ * hold (a part of a millisecond); the domain checks the range.
+ */
+function millisecondsOf(field: string, duration: Duration | undefined): number | undefined {
+  if (!duration) return undefined;
+  const { seconds, nanos } = duration;
+  if (
+    nanos < -999_999_999 ||
+    nanos > 999_999_999 ||
+    (seconds > 0n && nanos < 0) ||
+    (seconds < 0n && nanos > 0)
+  ) {
+    throw new InvalidArgumentError(
+      field,
+      `${field} is not a valid Duration (nanos out of range or of another sign)`,
+    );
+  }
+  if (nanos % 1_000_000 !== 0) {
+    throw new InvalidArgumentError(field, `${field} must be whole milliseconds`);
+  }
+  // Far outside any validity: refused by the domain, without a float that loses precision.
+  if (seconds < -1n << 40n || seconds > 1n << 40n) return Number.NaN;
+  return Number(seconds) * 1000 + nanos / 1_000_000;
+}
+
+/** Connect's name of a code, as the JSON protocol spells it ("resource_exhausted"). */
+function codeName(code: Code): string {
+  return Code[code].replace(/[A-Z]/g, (c, i: number) => (i === 0 ? c.toLowerCase() : `_${c.toLowerCase()}`));
+}
+
 function toCampaignMessage(campaign: CampaignView): CampaignMessage {
   return create(CampaignSchema, {
+    ...(campaign.couponValidForMs !== undefined
+      ? { couponValidFor: durationOfMs(campaign.couponValidForMs) }
+      : {}),
     id: campaign.id,
     name: campaign.name,
     amount: BigInt(campaign.amount),
@@ -78,6 +152,7 @@ export function couponServiceImpl(deps: {
   issuer: CouponIssuer;
   operations: CampaignOperations;
   watch: CampaignWatch;
+  lifecycle: CouponLifecycle;
 }): ServiceImpl<typeof CouponService> {
   return {
     async createCampaign(request, context) {
@@ -87,6 +162,7 @@ export function couponServiceImpl(deps: {
           amount: request.amount,
           issuedAt: instantOf('issued_at', request.issuedAt),
           expiresAt: instantOf('expires_at', request.expiresAt),
+          couponValidForMs: millisecondsOf('coupon_valid_for', request.couponValidFor),
         },
         context.values.get(adminActorKey),
       );
@@ -104,7 +180,14 @@ export function couponServiceImpl(deps: {
     async issueCoupon(request) {
       const coupon = await deps.issuer.issueCoupon(request.campaignId, request.userId);
       return create(IssueCouponResponseSchema, {
-        coupon: create(CouponSchema, { ...coupon, issuedAt: timestampFromDate(coupon.issuedAt) }),
+        coupon: create(CouponSchema, {
+          code: coupon.code,
+          campaignId: coupon.campaignId,
+          userId: coupon.userId,
+          issuedAt: timestampFromDate(coupon.issuedAt),
+          state: CouponStateMessage.ISSUED,
+          ...(coupon.validUntil ? { validUntil: timestampFromDate(coupon.validUntil) } : {}),
+        }),
       });
     },
 
@@ -176,6 +259,53 @@ export function couponServiceImpl(deps: {
           }),
         ),
         nextPageToken: page.nextPageToken,
+      });
+    },
+
+    async getCoupon(request) {
+      const coupon = await deps.lifecycle.getCoupon(request.code);
+      return create(GetCouponResponseSchema, { coupon: toCouponMessage(coupon) });
+    },
+
+    async listUserCoupons(request) {
+      const page = await deps.lifecycle.listUserCoupons(request.userId, request);
+      return create(ListUserCouponsResponseSchema, {
+        coupons: page.items.map(toCouponMessage),
+        nextPageToken: page.nextPageToken,
+      });
+    },
+
+    async redeemCoupon(request) {
+      const coupon = await deps.lifecycle.redeemCoupon(request.code, request.orderId);
+      return create(RedeemCouponResponseSchema, { coupon: toCouponMessage(coupon) });
+    },
+
+    async cancelRedemption(request) {
+      const coupon = await deps.lifecycle.cancelRedemption(request.code, request.orderId);
+      return create(CancelRedemptionResponseSchema, { coupon: toCouponMessage(coupon) });
+    },
+
+    async issueCoupons(request, context) {
+      const entries = await deps.lifecycle.issueCoupons(
+        request.campaignId,
+        request.userIds,
+        context.values.get(adminActorKey),
+      );
+      return create(IssueCouponsResponseSchema, {
+        results: entries.map((entry) => {
+          if (entry.coupon) {
+            return create(IssueResultSchema, { userId: entry.userId, coupon: toCouponMessage(entry.coupon) });
+          }
+          // A bug behind one entry is not shown to the caller, as connect hides an INTERNAL's message.
+          const error = toConnectError(entry.refusal);
+          const refused =
+            error instanceof ConnectError ? error : new ConnectError('internal error', Code.Internal);
+          return create(IssueResultSchema, {
+            userId: entry.userId,
+            refusal: codeName(refused.code),
+            message: refused.rawMessage,
+          });
+        }),
       });
     },
   };

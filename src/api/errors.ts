@@ -19,6 +19,8 @@ const CODE_OF: Record<DomainErrorKind, Code> = {
   // Retry this very call later: the canonical code for "try again", carrying when in its message.
   'claim-pending': Code.Unavailable,
   'amount-below-claimed': Code.FailedPrecondition,
+  'coupon-not-found': Code.NotFound,
+  'coupon-unusable': Code.FailedPrecondition,
 };
 
 /** A ConnectError for an expected refusal: without a stack trace, which no one reads and costs more than the answer. */

@@ -22,6 +22,8 @@ const ISSUE_OUTCOME_OF: Record<DomainErrorKind, string> = {
   'permission-denied': 'permission_denied',
   'claim-pending': 'pending',
   'amount-below-claimed': 'invalid',
+  'coupon-not-found': 'not_found',
+  'coupon-unusable': 'invalid',
 };
 
 /** Code names as Prometheus label values, computed once rather than per call. */

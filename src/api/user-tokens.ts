@@ -5,7 +5,7 @@ import { createRemoteJWKSet, type errors, type JWTVerifyGetKey, jwtVerify } from
 import { DependencyUnavailableError } from '../application/ports.ts';
 import { validateUserId } from '../domain/campaign.ts';
 import { DomainError, PermissionDeniedError, quoted, UnauthenticatedError } from '../domain/errors.ts';
-import type { IssueCouponRequest } from '../gen/coupon/v1/coupon_pb.js';
+import type { IssueCouponRequest, ListUserCouponsRequest } from '../gen/coupon/v1/coupon_pb.js';
 import { bearerCredential } from './bearer.ts';
 
 /** How IssueCoupon callers prove who the user is; see the USER_JWT_* settings. */
@@ -111,7 +111,9 @@ export class UserTokens {
   userOf(authorization: string | null | undefined, requestedUserId: string): string | Promise<string> {
     const token = bearerCredential(authorization);
     if (!token) {
-      throw new UnauthenticatedError('IssueCoupon needs a user token: send "authorization: Bearer <jwt>"');
+      throw new UnauthenticatedError(
+        'IssueCoupon and ListUserCoupons need a user token: send "authorization: Bearer <jwt>"',
+      );
     }
     const sub = this.subjectOf(token);
     return typeof sub === 'string'
@@ -232,14 +234,18 @@ export const verifiedUserKey = createContextKey<string | undefined>(undefined, {
   description: 'verified user',
 });
 
+/** The calls that act for one user, whose user_id the token's `sub` decides. */
+const USER_METHODS = new Set(['IssueCoupon', 'ListUserCoupons']);
+
 /**
- * With user tokens configured, IssueCoupon acts for the token's user: the request's user_id is
- * replaced by the token's `sub` (it may be empty, or must equal it).
+ * With user tokens configured, IssueCoupon and ListUserCoupons act for the token's user: the
+ * request's user_id is replaced by the token's `sub` (it may be empty, or must equal it), so a
+ * user lists only their own coupons.
  */
 export function userAuthInterceptor(tokens: UserTokens): Interceptor {
   return (next) => (request) => {
-    if (request.method.name !== 'IssueCoupon' || request.stream) return next(request);
-    const message = request.message as IssueCouponRequest;
+    if (!USER_METHODS.has(request.method.name) || request.stream) return next(request);
+    const message = request.message as IssueCouponRequest | ListUserCouponsRequest;
     let user: string | Promise<string>;
     try {
       user =

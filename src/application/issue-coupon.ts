@@ -7,6 +7,7 @@ import {
   ClaimPendingError,
   DomainError,
   InvalidArgumentError,
+  ListedTwiceError,
   RateLimitedError,
   SoldOutError,
 } from '../domain/errors.ts';
@@ -26,7 +27,12 @@ export interface IssuedCoupon {
   readonly campaignId: string;
   readonly userId: string;
   readonly issuedAt: Date;
+  /** issuedAt plus the campaign's coupon validity; absent when coupons never expire (or it could not be read). */
+  readonly validUntil?: Date;
 }
+
+/** Campaigns whose coupon validity an instance remembers; past it the memory starts again. */
+const VALIDITIES_MAX = 10_000;
 
 /** A fresh code collides with probability ~2^-100; more than a few in a row means something else is wrong. */
 const MAX_CODE_ATTEMPTS = 5;
@@ -51,6 +57,11 @@ export class CouponIssuer {
   private readonly directory: CampaignDirectory;
   private readonly activity: CampaignActivity;
   private readonly loading = new Map<string, Promise<void>>();
+  /**
+   * Each campaign's coupon validity (null: none), fixed at creation, so read once per instance;
+   * only to put valid_until in the answer (the row gets it from the database itself).
+   */
+  private readonly validities = new Map<string, Promise<number | null>>();
   /** Ids the database said name no campaign, until when (local clock, ms). */
   private readonly unknownCampaigns = new Map<string, number>();
 
@@ -100,7 +111,91 @@ export class CouponIssuer {
       claim = await this.gate.claimSlot(campaignId, userId);
     }
     const claimedAt = this.claimedAtOrThrow(campaignId, userId, claim);
-    return this.persistCoupon({ campaignId, userId, issuedAt: claimedAt });
+    const validity = this.validityOf(campaignId);
+    return this.withValidity(await this.persistCoupon({ campaignId, userId, issuedAt: claimedAt }), validity);
+  }
+
+  private validityOf(campaignId: string): Promise<number | null> {
+    let validity = this.validities.get(campaignId);
+    if (!validity) {
+      if (this.validities.size >= VALIDITIES_MAX) this.validities.clear();
+      validity = this.campaigns.findById(campaignId).then((campaign) => campaign?.couponValidForMs ?? null);
+      this.validities.set(campaignId, validity);
+      // A failed read is tried again by a later call, not remembered.
+      validity.catch(() => this.validities.delete(campaignId));
+    }
+    return validity;
+  }
+
+  /** The coupon with its valid_until, when the campaign's validity can be told; the coupon is issued either way. */
+  private async withValidity(coupon: IssuedCoupon, validity: Promise<number | null>): Promise<IssuedCoupon> {
+    const ms = await validity.catch(() => null);
+    return ms === null ? coupon : { ...coupon, validUntil: new Date(coupon.issuedAt.getTime() + ms) };
+  }
+
+  /**
+   * Issues one coupon to each user, exactly as `issueCoupon` would one after another in this
+   * order: the claims go to the gate in one turn of the event loop, so the claim script judges
+   * them in order (256 a call), and the coupons go to the group commit together. Each entry gets
+   * its coupon or its refusal; a user listed twice is refused at the later entry.
+   */
+  async issueMany(campaignId: string, userIds: readonly string[]): Promise<(IssuedCoupon | Error)[]> {
+    validateCampaignId(campaignId);
+    if (!couldBeCampaignId(campaignId)) throw new CampaignNotFoundError('id', campaignId);
+    if (!this.coupons.isAvailable()) {
+      throw new DependencyUnavailableError(
+        'database',
+        'the database is unavailable (circuit open after repeated failures); retry shortly',
+      );
+    }
+    if (this.directory.lookup(campaignId) === 'recent' && !(await this.directory.confirm(campaignId))) {
+      throw new CampaignNotFoundError('id', campaignId);
+    }
+    const results: (IssuedCoupon | Error | undefined)[] = new Array(userIds.length);
+    const firstEntry = new Map<string, number>();
+    const toClaim: number[] = [];
+    for (const [i, userId] of userIds.entries()) {
+      const first = firstEntry.get(userId);
+      if (first !== undefined) {
+        results[i] = new ListedTwiceError(userId, first);
+        continue;
+      }
+      firstEntry.set(userId, i);
+      const refusal = this.refusalFromMemory(campaignId, userId);
+      if (refusal) results[i] = refusal;
+      else toClaim.push(i);
+    }
+    await this.activity.markActive(campaignId);
+    const claimAll = (entries: number[]) =>
+      Promise.all(
+        entries.map((i) =>
+          this.gate.claimSlot(campaignId, userIds[i] as string).catch((error: unknown) => error as Error),
+        ),
+      );
+    const claims = await claimAll(toClaim);
+    const notLoaded = toClaim.filter((_, k) => {
+      const claim = claims[k];
+      return !(claim instanceof Error) && claim?.status === 'not-loaded';
+    });
+    if (notLoaded.length > 0) {
+      await this.loadCampaign(campaignId);
+      const again = await claimAll(notLoaded);
+      for (const [k, i] of notLoaded.entries()) claims[toClaim.indexOf(i)] = again[k] as ClaimOutcome | Error;
+    }
+    await Promise.all(
+      toClaim.map(async (i, k) => {
+        const userId = userIds[i] as string;
+        try {
+          const claim = claims[k] as ClaimOutcome | Error;
+          if (claim instanceof Error) throw claim;
+          const claimedAt = this.claimedAtOrThrow(campaignId, userId, claim);
+          results[i] = await this.persistCoupon({ campaignId, userId, issuedAt: claimedAt });
+        } catch (error) {
+          results[i] = error instanceof Error ? error : new Error(String(error));
+        }
+      }),
+    );
+    return results as (IssuedCoupon | Error)[];
   }
 
   /**

@@ -1,4 +1,5 @@
 import type { Campaign, CampaignState, NewCampaign } from '../domain/campaign.ts';
+import type { Coupon } from '../domain/coupon.ts';
 
 /**
  * The interfaces the use cases need from the outside world. Infrastructure implements them;
@@ -258,6 +259,8 @@ export interface CampaignRepository {
     campaignId: string,
     decide: (current: Campaign) => Promise<LockedDecision<T>>,
   ): Promise<{ readonly result: T; readonly campaign: Campaign } | undefined>;
+  /** Records an event that changes nothing of the campaign's row (a bulk issue). */
+  recordEvent(campaignId: string, event: CampaignEventInput): Promise<void>;
   findByName(name: string): Promise<Campaign | undefined>;
   /** The campaign and every code issued so far (in issue order), read from one snapshot. */
   findByNameWithCodes(name: string): Promise<{ campaign: Campaign; couponCodes: string[] } | undefined>;
@@ -307,4 +310,26 @@ export interface CouponRepository {
   findHolders(campaignId: string, userIds: readonly string[]): Promise<Set<string>>;
   /** False while the database is known to be down: claiming a slot now would only be given back. */
   isAvailable(): boolean;
+}
+
+export interface UserCouponQuery {
+  readonly userId: string;
+  readonly campaignId?: string;
+  /** Only coupons issued before the one with this id (the previous page's last). */
+  readonly beforeId?: number;
+  readonly limit: number;
+}
+
+/** A coupon's life after issue: look it up, list a user's, redeem it, cancel a redemption. */
+export interface CouponLedger {
+  findByCode(code: string): Promise<Coupon | undefined>;
+  /** Newest first. */
+  listByUser(query: UserCouponQuery): Promise<Coupon[]>;
+  /**
+   * Marks the coupon used by `orderId` at `now`, in one conditional write: only if no order holds
+   * it and it is still valid at `now`. False when it changed nothing (then read why).
+   */
+  redeem(code: string, orderId: string, now: Date): Promise<boolean>;
+  /** Frees the coupon if `orderId` holds it, in one conditional write; false when it changed nothing. */
+  cancelRedemption(code: string, orderId: string): Promise<boolean>;
 }

@@ -13,6 +13,8 @@ export interface Campaign {
   readonly issuedAt: Date;
   /** Issuing closes at this instant (exclusive). */
   readonly expiresAt: Date;
+  /** A coupon is valid until its issue time plus this; absent: coupons never expire. */
+  readonly couponValidForMs?: number;
 }
 
 export interface NewCampaign {
@@ -20,6 +22,7 @@ export interface NewCampaign {
   readonly amount: number;
   readonly issuedAt: Date;
   readonly expiresAt: Date;
+  readonly couponValidForMs?: number;
 }
 
 export interface NewCampaignInput {
@@ -27,6 +30,21 @@ export interface NewCampaignInput {
   readonly amount: bigint;
   readonly issuedAt: Date | undefined;
   readonly expiresAt: Date | undefined;
+  /** Whole milliseconds; absent: no expiry. */
+  readonly couponValidForMs?: number;
+}
+
+/** 100 years: far longer than any coupon lives, and issue time plus it stays a storable instant. */
+export const COUPON_VALID_FOR_MAX_MS = 36_500 * 24 * 3_600_000;
+
+export function validateCouponValidFor(ms: number): number {
+  if (!Number.isSafeInteger(ms) || ms < 1 || ms > COUPON_VALID_FOR_MAX_MS) {
+    throw new InvalidArgumentError(
+      'coupon_valid_for',
+      'coupon_valid_for must be whole milliseconds, from 1 ms to 36,500 days; leave it unset for coupons that never expire',
+    );
+  }
+  return ms;
 }
 
 /**
@@ -67,7 +85,15 @@ export function validateNewCampaign(input: NewCampaignInput, now: Date): NewCamp
       `expires_at (${expiresAt.toISOString()}) has already passed (now ${now.toISOString()})`,
     );
   }
-  return { name, amount: Number(input.amount), issuedAt, expiresAt };
+  return {
+    name,
+    amount: Number(input.amount),
+    issuedAt,
+    expiresAt,
+    ...(input.couponValidForMs !== undefined
+      ? { couponValidForMs: validateCouponValidFor(input.couponValidForMs) }
+      : {}),
+  };
 }
 
 /** The instants a DATETIME column holds: years 1 to 9999 (proto Timestamps span the same range). */

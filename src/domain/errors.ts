@@ -43,7 +43,9 @@ export type DomainErrorKind =
   | 'unauthenticated'
   | 'permission-denied'
   | 'claim-pending'
-  | 'amount-below-claimed';
+  | 'amount-below-claimed'
+  | 'coupon-not-found'
+  | 'coupon-unusable';
 
 export class InvalidArgumentError extends DomainError {
   readonly kind = 'invalid-argument';
@@ -155,6 +157,33 @@ export class AmountBelowClaimedError extends DomainError {
   constructor(campaignId: string, amount: number, claimed: number) {
     super(
       `campaign ${campaignId} cannot have ${amount} coupons: ${claimed} are already issued or being issued; ask for at least ${claimed}`,
+    );
+  }
+}
+
+export class CouponNotFoundError extends DomainError {
+  readonly kind = 'coupon-not-found';
+  constructor(code: string) {
+    super(`no coupon has the code ${quoted(code)}`);
+  }
+}
+
+/** The coupon exists but cannot do what was asked: used by another order, or expired. */
+export class CouponUnusableError extends DomainError {
+  readonly kind = 'coupon-unusable';
+  readonly reason: 'redeemed-by-another-order' | 'expired' | 'not-redeemed-by-this-order';
+  constructor(code: string, reason: CouponUnusableError['reason'], detail: string) {
+    super(`coupon ${quoted(code)} ${detail}`);
+    this.reason = reason;
+  }
+}
+
+/** A user listed again in one IssueCoupons call: only the first entry is judged. */
+export class ListedTwiceError extends DomainError {
+  readonly kind = 'already-issued';
+  constructor(userId: string, firstIndex: number) {
+    super(
+      `user ${quoted(userId)} is already listed at user_ids[${firstIndex}] of this call; only that entry is judged`,
     );
   }
 }

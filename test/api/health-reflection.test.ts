@@ -302,7 +302,11 @@ describe.each(Object.entries(reflectionVersions))('%s', (version, call) => {
       { case: 'fileContainingSymbol', value: 'coupon.v1.Campaign' },
       { case: 'fileContainingSymbol', value: 'coupon.v1.CouponService.IssueCoupon' },
     ]);
-    expect(fileNames(service)).toEqual(['coupon/v1/coupon.proto', 'google/protobuf/timestamp.proto']);
+    expect(fileNames(service)).toEqual([
+      'coupon/v1/coupon.proto',
+      'google/protobuf/duration.proto',
+      'google/protobuf/timestamp.proto',
+    ]);
     expect(fileNames(message)).toEqual(['coupon/v1/coupon.proto']);
     expect(fileNames(method)).toEqual(['coupon/v1/coupon.proto']);
   });

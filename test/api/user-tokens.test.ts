@@ -275,3 +275,24 @@ describe('public keys', () => {
     }
   });
 });
+
+describe.each(Object.entries(clients))('ListUserCoupons with user tokens over %s', (_label, makeClient) => {
+  it("lists only the token's own coupons", async () => {
+    const id = await campaign();
+    const [bobId, carolId] = [uniqueName('bob'), uniqueName('carol')];
+    const bob = `Bearer ${await token(bobId)}`;
+    const carol = `Bearer ${await token(carolId)}`;
+    const client = makeClient(env.baseUrl);
+    await client.issueCoupon({ campaignId: id, userId: '' }, { headers: { authorization: bob } });
+    await client.issueCoupon({ campaignId: id, userId: '' }, { headers: { authorization: carol } });
+    const own = await client.listUserCoupons({ userId: '' }, { headers: { authorization: bob } });
+    expect(own.coupons.map((coupon) => coupon.userId)).toEqual([bobId]);
+    const refused = async (userId: string, authorization?: string) =>
+      client.listUserCoupons({ userId }, authorization ? { headers: { authorization } } : {}).then(
+        () => 'ok',
+        (error: unknown) => Code[ConnectError.from(error).code],
+      );
+    expect(await refused(carolId, bob)).toBe('PermissionDenied');
+    expect(await refused(carolId)).toBe('Unauthenticated');
+  });
+});

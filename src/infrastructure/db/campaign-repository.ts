@@ -23,12 +23,14 @@ interface CampaignRow {
   issued_count: number;
   issued_at: string;
   expires_at: string;
+  coupon_valid_for_ms: number | string | null;
 }
 
 /** Ids in one `in (...)` list; more are read in several queries. */
 const IDS_PER_QUERY = 500;
 
-const SELECT_CAMPAIGN = 'select id, name, amount, issued_count, issued_at, expires_at from campaign';
+const SELECT_CAMPAIGN =
+  'select id, name, amount, issued_count, issued_at, expires_at, coupon_valid_for_ms from campaign';
 
 /**
  * Each state as a condition on the window and counts at an instant `?` (the gate's clock), exactly
@@ -49,6 +51,7 @@ function toCampaign(row: CampaignRow): Campaign {
     issuedCount: Number(row.issued_count),
     issuedAt: utcDate(row.issued_at),
     expiresAt: utcDate(row.expires_at),
+    ...(row.coupon_valid_for_ms !== null ? { couponValidForMs: Number(row.coupon_valid_for_ms) } : {}),
   };
 }
 
@@ -92,9 +95,17 @@ export class MikroOrmCampaignRepository implements CampaignRepository {
       try {
         await this.db.em.fork().transactional(async (em) => {
           await em.execute(
-            `insert into campaign (id, name, amount, issued_count, issued_at, expires_at, created_at)
-             values (?, ?, ?, 0, ?, ?, ?)`,
-            [id, campaign.name, campaign.amount, campaign.issuedAt, campaign.expiresAt, new Date()],
+            `insert into campaign (id, name, amount, issued_count, issued_at, expires_at, created_at, coupon_valid_for_ms)
+             values (?, ?, ?, 0, ?, ?, ?, ?)`,
+            [
+              id,
+              campaign.name,
+              campaign.amount,
+              campaign.issuedAt,
+              campaign.expiresAt,
+              new Date(),
+              campaign.couponValidForMs ?? null,
+            ],
             'run',
           );
           await insertEvent(em as EntityManager, id, {
@@ -111,6 +122,12 @@ export class MikroOrmCampaignRepository implements CampaignRepository {
       }
     });
     return { id, issuedCount: 0, ...campaign };
+  }
+
+  async recordEvent(campaignId: string, event: CampaignEventInput): Promise<void> {
+    await guarded(this.breaker, 'recording a campaign event', () =>
+      insertEvent(this.db.em.fork() as EntityManager, campaignId, event),
+    );
   }
 
   async findById(campaignId: string): Promise<Campaign | undefined> {

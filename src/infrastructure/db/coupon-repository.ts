@@ -13,6 +13,15 @@ class Refused extends Error {
   }
 }
 
+/**
+ * A coupon's validity end, from its issue time (`?`) and its campaign's (`?`) validity: fixed when
+ * the row is written, so a redemption judges it from the coupon row alone. The campaign's row is
+ * already held by the transaction (its issued_count was raised first): reading it costs no lock.
+ * NULL when the campaign's coupons never expire.
+ */
+const VALID_UNTIL =
+  '(select date_add(cast(? as datetime(3)), interval coupon_valid_for_ms * 1000 microsecond) from campaign where id = ?)';
+
 export interface CouponRepositoryOptions {
   /** Told each time a transaction InnoDB gave up over a lock conflict is run again. */
   readonly onRetry?: (conflict: LockConflict) => void;
@@ -98,8 +107,8 @@ export class MikroOrmCouponRepository implements CouponRepository {
       // collides waits for the other transaction, and if InnoDB then finds a cycle, the retry
       // around this transaction runs it again.
       await em.execute(
-        `insert into coupon (campaign_id, user_id, code, issued_at) values ${coupons.map(() => '(?, ?, ?, ?)').join(', ')}`,
-        coupons.flatMap((c) => [c.campaignId, c.userId, c.code, c.issuedAt]),
+        `insert into coupon (campaign_id, user_id, code, issued_at, valid_until) values ${coupons.map(() => `(?, ?, ?, ?, ${VALID_UNTIL})`).join(', ')}`,
+        coupons.flatMap((c) => [c.campaignId, c.userId, c.code, c.issuedAt, c.issuedAt, c.campaignId]),
         'run',
       );
     });
@@ -129,8 +138,15 @@ export class MikroOrmCouponRepository implements CouponRepository {
       if (raised.affectedRows === 0) throw new Refused('campaign-full');
       try {
         await em.execute(
-          'insert into coupon (campaign_id, user_id, code, issued_at) values (?, ?, ?, ?)',
-          [coupon.campaignId, coupon.userId, coupon.code, coupon.issuedAt],
+          `insert into coupon (campaign_id, user_id, code, issued_at, valid_until) values (?, ?, ?, ?, ${VALID_UNTIL})`,
+          [
+            coupon.campaignId,
+            coupon.userId,
+            coupon.code,
+            coupon.issuedAt,
+            coupon.issuedAt,
+            coupon.campaignId,
+          ],
           'run',
         );
       } catch (error) {

@@ -19,6 +19,7 @@ export const CampaignEntity = defineEntity({
     issuedAt: p.datetime(3),
     expiresAt: p.datetime(3).index('campaign_expires_at_index'),
     createdAt: p.datetime(3),
+    couponValidForMs: p.bigint('number').nullable(),
   },
 });
 
@@ -36,10 +37,17 @@ export const CouponEntity = defineEntity({
     userId: p.string().length(128),
     code: p.string().length(10).unique('coupon_code_unique'),
     issuedAt: p.datetime(3),
+    validUntil: p.datetime(3).nullable(),
+    redeemedAt: p.datetime(3).nullable(),
+    orderId: p.string().length(128).nullable(),
   },
   uniques: [{ name: 'coupon_campaign_user_unique', properties: ['campaign', 'userId'] }],
-  // A campaign's coupons in issue order, one page at a time (ListCoupons' keyset).
-  indexes: [{ name: 'coupon_campaign_order_index', properties: ['campaign', 'id'] }],
+  indexes: [
+    // A campaign's coupons in issue order, one page at a time (ListCoupons' keyset).
+    { name: 'coupon_campaign_order_index', properties: ['campaign', 'id'] },
+    // A user's coupons newest first (ListUserCoupons' keyset).
+    { name: 'coupon_user_order_index', properties: ['userId', 'id'] },
+  ],
 });
 
 /**

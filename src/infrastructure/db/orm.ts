@@ -5,6 +5,7 @@ import { Migration20261125000000_initial } from './migrations/Migration202611250
 import { Migration20261201000000_nopad_collation } from './migrations/Migration20261201000000_nopad_collation.ts';
 import { Migration20261201000100_deployment } from './migrations/Migration20261201000100_deployment.ts';
 import { Migration20261215000000_campaign_operations } from './migrations/Migration20261215000000_campaign_operations.ts';
+import { Migration20261220000000_coupon_lifecycle } from './migrations/Migration20261220000000_coupon_lifecycle.ts';
 
 export type Database = MikroORM;
 
@@ -40,6 +41,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
         Migration20261201000000_nopad_collation,
         Migration20261201000100_deployment,
         Migration20261215000000_campaign_operations,
+        Migration20261220000000_coupon_lifecycle,
       ],
       snapshot: false,
       snapshotOnMigrate: false,

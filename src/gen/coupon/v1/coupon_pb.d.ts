@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file coupon/v1/coupon.proto.
@@ -42,6 +42,14 @@ export declare type CreateCampaignRequest = Message<"coupon.v1.CreateCampaignReq
    * @generated from field: google.protobuf.Timestamp expires_at = 4;
    */
   expiresAt?: Timestamp | undefined;
+
+  /**
+   * A coupon is valid until its issued_at plus this (whole milliseconds, 1 ms to 36,500 days);
+   * unset: coupons never expire.
+   *
+   * @generated from field: google.protobuf.Duration coupon_valid_for = 5;
+   */
+  couponValidFor?: Duration | undefined;
 };
 
 /**
@@ -184,6 +192,13 @@ export declare type Campaign = Message<"coupon.v1.Campaign"> & {
    * @generated from field: coupon.v1.CampaignState state = 7;
    */
   state: CampaignState;
+
+  /**
+   * Unset: the campaign's coupons never expire.
+   *
+   * @generated from field: google.protobuf.Duration coupon_valid_for = 8;
+   */
+  couponValidFor?: Duration | undefined;
 };
 
 /**
@@ -521,6 +536,34 @@ export declare type Coupon = Message<"coupon.v1.Coupon"> & {
    * @generated from field: google.protobuf.Timestamp issued_at = 4;
    */
   issuedAt?: Timestamp | undefined;
+
+  /**
+   * Judged on the gate's clock (the one issued_at is stamped by) when the coupon was read.
+   *
+   * @generated from field: coupon.v1.CouponState state = 5;
+   */
+  state: CouponState;
+
+  /**
+   * issued_at plus the campaign's coupon_valid_for (exclusive); unset: never expires.
+   *
+   * @generated from field: google.protobuf.Timestamp valid_until = 6;
+   */
+  validUntil?: Timestamp | undefined;
+
+  /**
+   * Set while redeemed; cleared by CancelRedemption.
+   *
+   * @generated from field: google.protobuf.Timestamp redeemed_at = 7;
+   */
+  redeemedAt?: Timestamp | undefined;
+
+  /**
+   * The order that redeemed it; empty while not redeemed.
+   *
+   * @generated from field: string order_id = 8;
+   */
+  orderId: string;
 };
 
 /**
@@ -528,6 +571,254 @@ export declare type Coupon = Message<"coupon.v1.Coupon"> & {
  * Use `create(CouponSchema)` to create a new message.
  */
 export declare const CouponSchema: GenMessage<Coupon>;
+
+/**
+ * @generated from message coupon.v1.GetCouponRequest
+ */
+export declare type GetCouponRequest = Message<"coupon.v1.GetCouponRequest"> & {
+  /**
+   * @generated from field: string code = 1;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message coupon.v1.GetCouponRequest.
+ * Use `create(GetCouponRequestSchema)` to create a new message.
+ */
+export declare const GetCouponRequestSchema: GenMessage<GetCouponRequest>;
+
+/**
+ * @generated from message coupon.v1.GetCouponResponse
+ */
+export declare type GetCouponResponse = Message<"coupon.v1.GetCouponResponse"> & {
+  /**
+   * @generated from field: coupon.v1.Coupon coupon = 1;
+   */
+  coupon?: Coupon | undefined;
+};
+
+/**
+ * Describes the message coupon.v1.GetCouponResponse.
+ * Use `create(GetCouponResponseSchema)` to create a new message.
+ */
+export declare const GetCouponResponseSchema: GenMessage<GetCouponResponse>;
+
+/**
+ * @generated from message coupon.v1.ListUserCouponsRequest
+ */
+export declare type ListUserCouponsRequest = Message<"coupon.v1.ListUserCouponsRequest"> & {
+  /**
+   * With user tokens configured: empty or the token's own sub.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * Only this campaign's coupon; empty lists every campaign's.
+   *
+   * @generated from field: string campaign_id = 2;
+   */
+  campaignId: string;
+
+  /**
+   * 0 means 50; at most 500.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message coupon.v1.ListUserCouponsRequest.
+ * Use `create(ListUserCouponsRequestSchema)` to create a new message.
+ */
+export declare const ListUserCouponsRequestSchema: GenMessage<ListUserCouponsRequest>;
+
+/**
+ * @generated from message coupon.v1.ListUserCouponsResponse
+ */
+export declare type ListUserCouponsResponse = Message<"coupon.v1.ListUserCouponsResponse"> & {
+  /**
+   * Newest first.
+   *
+   * @generated from field: repeated coupon.v1.Coupon coupons = 1;
+   */
+  coupons: Coupon[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message coupon.v1.ListUserCouponsResponse.
+ * Use `create(ListUserCouponsResponseSchema)` to create a new message.
+ */
+export declare const ListUserCouponsResponseSchema: GenMessage<ListUserCouponsResponse>;
+
+/**
+ * @generated from message coupon.v1.RedeemCouponRequest
+ */
+export declare type RedeemCouponRequest = Message<"coupon.v1.RedeemCouponRequest"> & {
+  /**
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * 1 to 128 characters: the order the coupon pays for.
+   *
+   * @generated from field: string order_id = 2;
+   */
+  orderId: string;
+};
+
+/**
+ * Describes the message coupon.v1.RedeemCouponRequest.
+ * Use `create(RedeemCouponRequestSchema)` to create a new message.
+ */
+export declare const RedeemCouponRequestSchema: GenMessage<RedeemCouponRequest>;
+
+/**
+ * @generated from message coupon.v1.RedeemCouponResponse
+ */
+export declare type RedeemCouponResponse = Message<"coupon.v1.RedeemCouponResponse"> & {
+  /**
+   * @generated from field: coupon.v1.Coupon coupon = 1;
+   */
+  coupon?: Coupon | undefined;
+};
+
+/**
+ * Describes the message coupon.v1.RedeemCouponResponse.
+ * Use `create(RedeemCouponResponseSchema)` to create a new message.
+ */
+export declare const RedeemCouponResponseSchema: GenMessage<RedeemCouponResponse>;
+
+/**
+ * @generated from message coupon.v1.CancelRedemptionRequest
+ */
+export declare type CancelRedemptionRequest = Message<"coupon.v1.CancelRedemptionRequest"> & {
+  /**
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * The order that redeemed the coupon.
+   *
+   * @generated from field: string order_id = 2;
+   */
+  orderId: string;
+};
+
+/**
+ * Describes the message coupon.v1.CancelRedemptionRequest.
+ * Use `create(CancelRedemptionRequestSchema)` to create a new message.
+ */
+export declare const CancelRedemptionRequestSchema: GenMessage<CancelRedemptionRequest>;
+
+/**
+ * @generated from message coupon.v1.CancelRedemptionResponse
+ */
+export declare type CancelRedemptionResponse = Message<"coupon.v1.CancelRedemptionResponse"> & {
+  /**
+   * @generated from field: coupon.v1.Coupon coupon = 1;
+   */
+  coupon?: Coupon | undefined;
+};
+
+/**
+ * Describes the message coupon.v1.CancelRedemptionResponse.
+ * Use `create(CancelRedemptionResponseSchema)` to create a new message.
+ */
+export declare const CancelRedemptionResponseSchema: GenMessage<CancelRedemptionResponse>;
+
+/**
+ * @generated from message coupon.v1.IssueCouponsRequest
+ */
+export declare type IssueCouponsRequest = Message<"coupon.v1.IssueCouponsRequest"> & {
+  /**
+   * @generated from field: string campaign_id = 1;
+   */
+  campaignId: string;
+
+  /**
+   * 1 to 1,000 users, judged in this order; a user listed twice is refused at the later entry.
+   *
+   * @generated from field: repeated string user_ids = 2;
+   */
+  userIds: string[];
+};
+
+/**
+ * Describes the message coupon.v1.IssueCouponsRequest.
+ * Use `create(IssueCouponsRequestSchema)` to create a new message.
+ */
+export declare const IssueCouponsRequestSchema: GenMessage<IssueCouponsRequest>;
+
+/**
+ * @generated from message coupon.v1.IssueCouponsResponse
+ */
+export declare type IssueCouponsResponse = Message<"coupon.v1.IssueCouponsResponse"> & {
+  /**
+   * One per user_ids entry, in the same order.
+   *
+   * @generated from field: repeated coupon.v1.IssueResult results = 1;
+   */
+  results: IssueResult[];
+};
+
+/**
+ * Describes the message coupon.v1.IssueCouponsResponse.
+ * Use `create(IssueCouponsResponseSchema)` to create a new message.
+ */
+export declare const IssueCouponsResponseSchema: GenMessage<IssueCouponsResponse>;
+
+/**
+ * @generated from message coupon.v1.IssueResult
+ */
+export declare type IssueResult = Message<"coupon.v1.IssueResult"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * Set when issued.
+   *
+   * @generated from field: coupon.v1.Coupon coupon = 2;
+   */
+  coupon?: Coupon | undefined;
+
+  /**
+   * The Connect code name of the refusal (e.g. "already_exists", "resource_exhausted"); empty when issued.
+   *
+   * @generated from field: string refusal = 3;
+   */
+  refusal: string;
+
+  /**
+   * Why, when refused.
+   *
+   * @generated from field: string message = 4;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message coupon.v1.IssueResult.
+ * Use `create(IssueResultSchema)` to create a new message.
+ */
+export declare const IssueResultSchema: GenMessage<IssueResult>;
 
 /**
  * @generated from enum coupon.v1.CampaignState
@@ -571,6 +862,42 @@ export enum CampaignState {
  * Describes the enum coupon.v1.CampaignState.
  */
 export declare const CampaignStateSchema: GenEnum<CampaignState>;
+
+/**
+ * @generated from enum coupon.v1.CouponState
+ */
+export enum CouponState {
+  /**
+   * @generated from enum value: COUPON_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Usable.
+   *
+   * @generated from enum value: COUPON_STATE_ISSUED = 1;
+   */
+  ISSUED = 1,
+
+  /**
+   * Used by order_id.
+   *
+   * @generated from enum value: COUPON_STATE_REDEEMED = 2;
+   */
+  REDEEMED = 2,
+
+  /**
+   * Not redeemed, and valid_until has passed.
+   *
+   * @generated from enum value: COUPON_STATE_EXPIRED = 3;
+   */
+  EXPIRED = 3,
+}
+
+/**
+ * Describes the enum coupon.v1.CouponState.
+ */
+export declare const CouponStateSchema: GenEnum<CouponState>;
 
 /**
  * CouponService runs first-come-first-served coupon campaigns: a campaign opens
@@ -672,6 +999,60 @@ export declare const CouponService: GenService<{
     methodKind: "unary";
     input: typeof ListCampaignEventsRequestSchema;
     output: typeof ListCampaignEventsResponseSchema;
+  },
+  /**
+   * GetCoupon reads one coupon by its code (a shop checking a code at checkout).
+   *
+   * @generated from rpc coupon.v1.CouponService.GetCoupon
+   */
+  getCoupon: {
+    methodKind: "unary";
+    input: typeof GetCouponRequestSchema;
+    output: typeof GetCouponResponseSchema;
+  },
+  /**
+   * ListUserCoupons lists a user's coupons newest first (a wallet); how a client that timed out
+   * learns its code. With user tokens configured, only the token's own user.
+   *
+   * @generated from rpc coupon.v1.CouponService.ListUserCoupons
+   */
+  listUserCoupons: {
+    methodKind: "unary";
+    input: typeof ListUserCouponsRequestSchema;
+    output: typeof ListUserCouponsResponseSchema;
+  },
+  /**
+   * RedeemCoupon marks a coupon used by an order, once; the same order again is the same answer.
+   * Admin only (a service credential).
+   *
+   * @generated from rpc coupon.v1.CouponService.RedeemCoupon
+   */
+  redeemCoupon: {
+    methodKind: "unary";
+    input: typeof RedeemCouponRequestSchema;
+    output: typeof RedeemCouponResponseSchema;
+  },
+  /**
+   * CancelRedemption makes a coupon usable again after its order was cancelled; only the order that
+   * redeemed it can. Admin only.
+   *
+   * @generated from rpc coupon.v1.CouponService.CancelRedemption
+   */
+  cancelRedemption: {
+    methodKind: "unary";
+    input: typeof CancelRedemptionRequestSchema;
+    output: typeof CancelRedemptionResponseSchema;
+  },
+  /**
+   * IssueCoupons issues one coupon of a campaign to each of up to 1,000 users, judged in order
+   * through the same gate as IssueCoupon. Admin only.
+   *
+   * @generated from rpc coupon.v1.CouponService.IssueCoupons
+   */
+  issueCoupons: {
+    methodKind: "unary";
+    input: typeof IssueCouponsRequestSchema;
+    output: typeof IssueCouponsResponseSchema;
   },
 }>;
 
