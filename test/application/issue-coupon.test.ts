@@ -265,18 +265,21 @@ describe('the campaign window, on the Redis clock, to the millisecond', () => {
     );
 
     // Claim until the gate lets us in: the first claim to succeed must be stamped at or after
-    // issued_at, and every refused one must have been judged before it.
+    // issued_at, and no call that started once the gate's clock had reached it may be refused
+    // (exact, whatever the machine's load: the clock is read before each call, and the call is
+    // judged after that read, from Redis or from memory).
     let coupon: Awaited<ReturnType<typeof services.issuer.issueCoupon>> | undefined;
     for (let attempt = 0; !coupon; attempt++) {
+      const startedAt = (await services.gate.now(campaign.id)).getTime();
       try {
         coupon = await services.issuer.issueCoupon(campaign.id, `edge-${attempt}`);
       } catch (error) {
         expect(error).toBeInstanceOf(CampaignNotOpenError);
-        expect((await services.gate.now()).getTime()).toBeLessThanOrEqual(campaign.issuedAt.getTime() + 50);
+        expect(startedAt).toBeLessThan(campaign.issuedAt.getTime());
       }
     }
     expect(coupon.issuedAt.getTime()).toBeGreaterThanOrEqual(campaign.issuedAt.getTime());
-    expect(coupon.issuedAt.getTime()).toBeLessThan(campaign.issuedAt.getTime() + 50);
+    expect(coupon.issuedAt.getTime()).toBeLessThan(campaign.issuedAt.getTime() + 1_000);
   });
 
   it('closes exactly at expires_at', async () => {
