@@ -538,6 +538,20 @@ describe('the web console', () => {
         );
         expect(overflow).toBeLessThanOrEqual(0);
         await page.screenshot({ path: `${SCREENSHOTS}/narrow-360.png`, fullPage: true });
+
+        // A looked-up coupon too: its code, campaign id and redeem form wrap instead of overflowing.
+        const { campaign } = await api().createCampaign(campaignRequest(), asAdmin);
+        const { coupon } = await api().issueCoupon({
+          campaignId: campaign?.id as string,
+          userId: 'narrow-user',
+        });
+        await page.getByTestId('coupon-code').fill(coupon?.code as string);
+        await page.getByTestId('coupon-lookup').click();
+        await page.getByTestId('coupon-details').waitFor();
+        expect(
+          await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth'),
+        ).toBeLessThanOrEqual(0);
+        await page.screenshot({ path: `${SCREENSHOTS}/narrow-360-coupon.png`, fullPage: true });
       } finally {
         await context.close();
       }
