@@ -2,11 +2,13 @@ import { mkdirSync } from 'node:fs';
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
+import { create } from '@bufbuild/protobuf';
+import { DurationSchema, timestampDate } from '@bufbuild/protobuf/wkt';
 import { createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CouponService } from '../../src/gen/coupon/v1/coupon_pb.js';
+import { CouponService, CouponState } from '../../src/gen/coupon/v1/coupon_pb.js';
 import { ensureConsoleBuilt } from '../../web/build.ts';
 import { chromiumAvailable, launchChromium } from '../support/chromium.ts';
 import { campaignRequest } from '../support/rpc.ts';
@@ -245,6 +247,129 @@ describe('the web console', () => {
       }
     });
 
+    it('looks a code up, redeems it for an order, and refuses another order, an expired code and no token in words', async () => {
+      const week = create(DurationSchema, { seconds: 7n * 86_400n });
+      const { campaign } = await api().createCampaign(campaignRequest({ couponValidFor: week }), asAdmin);
+      const { coupon: issued } = await api().issueCoupon({
+        campaignId: campaign?.id as string,
+        userId: '단골-7',
+      });
+      const code = issued?.code as string;
+      const storedRow = async () => {
+        const [row] = (await service.app.services.db.em
+          .fork()
+          .execute('select order_id, redeemed_at from coupon where code = ?', [code])) as [
+          { order_id: string | null; redeemed_at: Date | null },
+        ];
+        return row;
+      };
+      // How the browser itself writes an instant in its zone (the context runs in Asia/Seoul).
+      const browserTime = (page: Page, date: Date) =>
+        page.evaluate(
+          (ms) => new Intl.DateTimeFormat('ko-KR', { dateStyle: 'medium', timeStyle: 'medium' }).format(ms),
+          date.getTime(),
+        );
+
+      const anonymous = await openPage('/');
+      try {
+        const { page } = anonymous;
+        await page.getByTestId('coupon-code').fill('가나다라마바사아자1');
+        await page.getByTestId('coupon-lookup').click();
+        await expect
+          .poll(() => page.getByTestId('coupon-lookup-error').textContent())
+          .toBe('그런 코드의 쿠폰이 없습니다');
+        await page.getByTestId('coupon-code').fill('not-a-code');
+        await page.getByTestId('coupon-lookup').click();
+        await expect
+          .poll(() => page.getByTestId('coupon-lookup-error').textContent())
+          .toMatch(/^쿠폰 코드가 아닙니다/);
+
+        await page.getByTestId('coupon-code').fill(code);
+        await page.getByTestId('coupon-lookup').click();
+        const details = page.getByTestId('coupon-details');
+        await expect.poll(() => details.getAttribute('data-state')).toBe('ISSUED');
+        expect(await page.getByTestId('coupon-details-code').textContent()).toBe(code);
+        expect(await page.getByTestId('coupon-user-id').textContent()).toBe('단골-7');
+        expect(await page.getByTestId('coupon-campaign').textContent()).toBe(campaign?.id);
+        expect(await page.getByTestId('coupon-state').textContent()).toBe('사용 가능');
+        expect(await page.getByTestId('coupon-valid-until').textContent()).toBe(
+          await browserTime(page, timestampDate(issued?.validUntil as never)),
+        );
+        expect(await page.getByTestId('coupon-order-id').textContent()).toBe('–');
+
+        // RedeemCoupon is an admin call: without the token it is refused in words, nothing stored.
+        await page.getByTestId('redeem-order-id').fill('order-1001');
+        await page.getByTestId('redeem-button').click();
+        await expect.poll(() => page.getByTestId('redeem-result').textContent()).toContain('관리자 토큰');
+        expect(await page.getByTestId('redeem-result').getAttribute('data-ok')).toBe('false');
+        expect(await storedRow()).toEqual({ order_id: null, redeemed_at: null });
+        await page.screenshot({ path: `${SCREENSHOTS}/coupon-refused-no-token.png`, fullPage: true });
+      } finally {
+        await anonymous.context.close();
+      }
+
+      const { page, context } = await openPage('/', { token: true });
+      try {
+        await page.getByTestId('coupon-code').fill(code);
+        await page.getByTestId('coupon-lookup').click();
+        const details = page.getByTestId('coupon-details');
+        await expect.poll(() => details.getAttribute('data-state')).toBe('ISSUED');
+        await page.getByTestId('redeem-order-id').fill('order-1001');
+        await page.getByTestId('redeem-button').click();
+        await expect.poll(() => details.getAttribute('data-state')).toBe('REDEEMED');
+        expect(await page.getByTestId('redeem-result').textContent()).toBe('주문 order-1001에 사용했습니다');
+        expect(await page.getByTestId('coupon-order-id').textContent()).toBe('order-1001');
+        const row = await storedRow();
+        expect(row?.order_id).toBe('order-1001');
+        expect(await page.getByTestId('coupon-redeemed-at').textContent()).toBe(
+          await browserTime(page, new Date(row?.redeemed_at as Date)),
+        );
+        await page.screenshot({ path: `${SCREENSHOTS}/coupon-redeemed.png`, fullPage: true });
+
+        await page.getByTestId('redeem-order-id').fill('order-2002');
+        await page.getByTestId('redeem-button').click();
+        await expect
+          .poll(() => page.getByTestId('redeem-result').textContent())
+          .toBe('이미 다른 주문에 사용된 쿠폰입니다 (그 주문을 먼저 취소해야 합니다)');
+        expect(await page.getByTestId('redeem-result').getAttribute('data-ok')).toBe('false');
+        // The coupon read again after the refusal: still the first order's.
+        expect(await page.getByTestId('coupon-order-id').textContent()).toBe('order-1001');
+        expect((await storedRow())?.order_id).toBe('order-1001');
+        await page.screenshot({ path: `${SCREENSHOTS}/coupon-other-order.png`, fullPage: true });
+
+        // An expired coupon: valid 300 ms, redeemed once the gate's own clock has passed that.
+        const shortLived = await api().createCampaign(
+          campaignRequest({ couponValidFor: create(DurationSchema, { nanos: 300_000_000 }) }),
+          asAdmin,
+        );
+        const { coupon: soon } = await api().issueCoupon({
+          campaignId: shortLived.campaign?.id as string,
+          userId: '늦은-손님',
+        });
+        const validUntil = timestampDate(soon?.validUntil as never);
+        while ((await service.app.services.gate.now(shortLived.campaign?.id as string)) < validUntil) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        expect((await api().getCoupon({ code: soon?.code as string })).coupon?.state).toBe(
+          CouponState.EXPIRED,
+        );
+        await page.getByTestId('coupon-code').fill(soon?.code as string);
+        await page.getByTestId('coupon-lookup').click();
+        await expect.poll(() => details.getAttribute('data-state')).toBe('EXPIRED');
+        expect(await page.getByTestId('coupon-state').textContent()).toBe('기간 만료');
+        await page.getByTestId('redeem-order-id').fill('order-3003');
+        await page.getByTestId('redeem-button').click();
+        await expect
+          .poll(() => page.getByTestId('redeem-result').textContent())
+          .toBe(`유효기간이 지난 쿠폰입니다 (${await browserTime(page, validUntil)}까지)`);
+
+        await page.getByTestId('language-toggle').click();
+        expect(await page.getByTestId('coupon-state').textContent()).toBe('Expired');
+      } finally {
+        await context.close();
+      }
+    });
+
     it('changes the amount and closes the campaign with the token, and is refused without it', async () => {
       const name = uniqueName('admin');
       const { campaign } = await api().createCampaign(campaignRequest({ name, amount: 10n }), asAdmin);
@@ -358,14 +483,35 @@ describe('the web console', () => {
         try {
           await page.getByTestId(path === '/' ? 'create-campaign-form' : 'remaining-count').waitFor();
           await page.addScriptTag({ path: AXE_SCRIPT });
+          const focused = () =>
+            page.evaluate<string | null>(`document.activeElement?.dataset?.testid ?? null`);
           const violations = await page.evaluate<{ id: string; impact: string; help: string }[]>(
             `axe.run().then((r) => r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help })))`,
           );
           expect(violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')).toEqual([]);
-          if (path === '/') continue;
+          if (path === '/') {
+            // Tab to the coupon lookup, type a code issued over the API and press Enter; then axe
+            // again, over the coupon's details and the redeem form.
+            const { coupon } = await api().issueCoupon({
+              campaignId: campaign?.id as string,
+              userId: 'axe-user',
+            });
+            for (let presses = 0; presses < 100 && (await focused()) !== 'coupon-code'; presses++) {
+              await page.keyboard.press('Tab');
+            }
+            expect(await focused()).toBe('coupon-code');
+            await page.keyboard.type(coupon?.code as string);
+            await page.keyboard.press('Enter');
+            await page.getByTestId('coupon-details').waitFor();
+            await page.keyboard.press('Tab');
+            expect(await focused()).toBe('coupon-lookup');
+            const again = await page.evaluate<{ id: string; impact: string; help: string }[]>(
+              `axe.run().then((r) => r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help })))`,
+            );
+            expect(again.filter((v) => v.impact === 'serious' || v.impact === 'critical')).toEqual([]);
+            continue;
+          }
           // Tab to the try-it field, type, Tab to its button and press Enter.
-          const focused = () =>
-            page.evaluate<string | null>(`document.activeElement?.dataset?.testid ?? null`);
           for (let presses = 0; presses < 30 && (await focused()) !== 'issue-user-id'; presses++) {
             await page.keyboard.press('Tab');
           }
@@ -392,6 +538,20 @@ describe('the web console', () => {
         );
         expect(overflow).toBeLessThanOrEqual(0);
         await page.screenshot({ path: `${SCREENSHOTS}/narrow-360.png`, fullPage: true });
+
+        // A looked-up coupon too: its code, campaign id and redeem form wrap instead of overflowing.
+        const { campaign } = await api().createCampaign(campaignRequest(), asAdmin);
+        const { coupon } = await api().issueCoupon({
+          campaignId: campaign?.id as string,
+          userId: 'narrow-user',
+        });
+        await page.getByTestId('coupon-code').fill(coupon?.code as string);
+        await page.getByTestId('coupon-lookup').click();
+        await page.getByTestId('coupon-details').waitFor();
+        expect(
+          await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth'),
+        ).toBeLessThanOrEqual(0);
+        await page.screenshot({ path: `${SCREENSHOTS}/narrow-360-coupon.png`, fullPage: true });
       } finally {
         await context.close();
       }

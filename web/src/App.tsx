@@ -3,6 +3,7 @@ import { Link, Route, Switch } from 'wouter';
 import { adminToken, type Protocol, protocolChoice } from './api.ts';
 import { CampaignList } from './CampaignList.tsx';
 import { CampaignPage } from './CampaignPage.tsx';
+import { CouponPanel } from './CouponPanel.tsx';
 import { timeZone, useI18n } from './i18n.tsx';
 
 export function App() {
@@ -27,6 +28,7 @@ export function App() {
           <Route path="/campaigns/:id">{(params) => <CampaignPage campaignId={params.id} />}</Route>
           <Route path="/">
             <CampaignList />
+            <CouponPanel headingLevel={2} />
           </Route>
         </Switch>
       </main>

@@ -2,6 +2,7 @@ import { Code, ConnectError } from '@connectrpc/connect';
 import { useEffect, useState } from 'react';
 import { Link } from 'wouter';
 import { couponClient } from './api.ts';
+import { CouponPanel } from './CouponPanel.tsx';
 import { type CampaignView, viewOf } from './campaign.ts';
 import { formatTime, timeZone, useI18n } from './i18n.tsx';
 import { RateChart, type RatePoint } from './RateChart.tsx';
@@ -150,6 +151,7 @@ export function CampaignPage({ campaignId }: { campaignId: string }) {
           </section>
           <AdminPanel campaign={campaign} onChanged={setCampaign} />
           <TryIt campaignId={campaign.id} />
+          <CouponPanel headingLevel={3} />
         </>
       )}
     </>

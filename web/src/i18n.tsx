@@ -52,6 +52,21 @@ const ko = {
   language: 'English',
   protocol: '프로토콜',
   loading: '불러오는 중…',
+  couponLookup: '쿠폰 조회·사용',
+  lookUp: '조회',
+  campaign: '캠페인',
+  issuedAt: '발급 시각',
+  validUntil: '유효기간',
+  noExpiry: '기한 없음',
+  redeemedAt: '사용 시각',
+  orderId: '주문 번호',
+  redeem: '사용 처리',
+  redeemed: (orderId: string) => `주문 ${orderId}에 사용했습니다`,
+  couponStates: { ISSUED: '사용 가능', REDEEMED: '사용됨', EXPIRED: '기간 만료', UNSPECIFIED: '알 수 없음' },
+  couponNotFound: '그런 코드의 쿠폰이 없습니다',
+  notACode: '쿠폰 코드가 아닙니다 (한글과 숫자 10자, 숫자 하나 이상)',
+  usedByAnotherOrder: '이미 다른 주문에 사용된 쿠폰입니다 (그 주문을 먼저 취소해야 합니다)',
+  couponExpired: (when: string) => `유효기간이 지난 쿠폰입니다 (${when}까지)`,
 };
 
 type Messages = typeof ko;
@@ -108,6 +123,21 @@ const en: Messages = {
   language: '한국어',
   protocol: 'Protocol',
   loading: 'Loading…',
+  couponLookup: 'Look up and redeem a coupon',
+  lookUp: 'Look up',
+  campaign: 'Campaign',
+  issuedAt: 'Issued at',
+  validUntil: 'Valid until',
+  noExpiry: 'No expiry',
+  redeemedAt: 'Redeemed at',
+  orderId: 'Order id',
+  redeem: 'Redeem',
+  redeemed: (orderId: string) => `Redeemed for order ${orderId}`,
+  couponStates: { ISSUED: 'Usable', REDEEMED: 'Redeemed', EXPIRED: 'Expired', UNSPECIFIED: 'Unknown' },
+  couponNotFound: 'No coupon has this code',
+  notACode: 'Not a coupon code (10 characters: Hangul syllables and at least one digit)',
+  usedByAnotherOrder: 'Already used by another order (cancel that redemption first)',
+  couponExpired: (when: string) => `This coupon has expired (valid until ${when})`,
 };
 
 export type Language = 'ko' | 'en';

@@ -42,3 +42,28 @@ export function adminRefusal(error: unknown, t: Messages): string {
   const refusal = ConnectError.from(error);
   return refusal.code === Code.Unauthenticated ? t.unauthenticated : refusal.rawMessage;
 }
+
+/**
+ * A GetCoupon or RedeemCoupon refusal in words a shop understands. The server says which of the
+ * two preconditions failed only in its message ("already used by another order", "expired at").
+ */
+export function couponRefusal(error: unknown, t: Messages, language: Language): string {
+  const refusal = ConnectError.from(error);
+  const text = refusal.rawMessage;
+  switch (refusal.code) {
+    case Code.NotFound:
+      return t.couponNotFound;
+    case Code.InvalidArgument:
+      // The order id's rule is the server's own sentence; a malformed code gets the format.
+      return text.startsWith('order_id') ? text : t.notACode;
+    case Code.FailedPrecondition: {
+      const expired = /expired at (\S+)$/.exec(text);
+      if (expired?.[1]) return t.couponExpired(formatTime(new Date(expired[1]), language));
+      return text.includes('already used by another order') ? t.usedByAnotherOrder : text;
+    }
+    case Code.Unauthenticated:
+      return t.unauthenticated;
+    default:
+      return text;
+  }
+}
