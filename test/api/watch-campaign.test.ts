@@ -184,15 +184,22 @@ describe('WatchCampaign budget', () => {
         return seen;
       });
       await expect.poll(() => streams.every((seen) => seen.length > 0)).toBe(true);
-      const until = performance.now() + 2_500;
+      const from = performance.now();
+      const until = from + 2_500;
       for (let i = 0; performance.now() < until; i++) {
         await client.issueCoupon({ campaignId, userId: `budget-${i}` });
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       aborts.abort();
+      const lasted = performance.now() - from;
       for (const seen of streams) {
         expect(seen.length).toBeGreaterThan(2);
-        expect(mostInOneSecond(seen)).toBeLessThanOrEqual(2);
+        // Two a second each, as the budget spreads them; a message delivered late (a loaded
+        // machine) may fall into the next second with the one after it, so one over, at most.
+        expect(mostInOneSecond(seen)).toBeLessThanOrEqual(3);
+        // And over the whole run no more than the budget allows (10 a second unbounded).
+        const during = seen.filter((message) => message.at >= from).length;
+        expect(during).toBeLessThanOrEqual(Math.ceil((lasted / 1000) * 2) + 1);
       }
     } finally {
       await small.stop();
