@@ -81,8 +81,10 @@ describe('a crowd before the opening', () => {
     );
     expect(new Set(answers)).toEqual(new Set(['FailedPrecondition opens at']));
     expect(answers.length).toBeGreaterThan(300);
-    // One claim a second (the memory believes an answer that long) and the first one.
-    expect(scripts).toBeLessThanOrEqual(Math.ceil(seconds) + 2);
+    // About one claim a second (the memory believes an answer that long) and the first one;
+    // when a sample runs out, the callers of the few turns before Redis answers each send one
+    // (a loaded machine: 5 in 2 s). Without the memory: one per event-loop turn, 785 in 2 s.
+    expect(scripts).toBeLessThanOrEqual(3 * Math.ceil(seconds) + 2);
 
     // Once Redis' clock has reached the opening, the very next call is served.
     while ((await services.gate.now(campaignId)).getTime() < opensAt.getTime()) {
