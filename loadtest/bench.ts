@@ -36,6 +36,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import mysql from 'mysql2/promise';
 import { type RedisClusterHarness, startRedisCluster } from '../test/support/redis-cluster.ts';
+import { type BurstResult, printBurst, runBurst } from './burst.ts';
 import {
   cpuSecondsOf,
   type DurabilitySettings,
@@ -60,6 +61,7 @@ import {
 import { startOwnRedis } from './driver/own-redis.ts';
 import { type Started, startProcess } from './driver/processes.ts';
 import { RedisBackend, type ShardSample } from './driver/redis-backend.ts';
+import { combineWrk, runWrk, type WrkRun, wrkAvailable } from './driver/wrk.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -70,8 +72,14 @@ const { values: args } = parseArgs({
     'database-url': { type: 'string' },
     scenarios: {
       type: 'string',
-      default: 'noop,issue,issue-jwt,rush,storm,arrival1000,arrival3000,get100k,bulk1000',
+      default:
+        'noop,issue,issue-jwt,rush,storm,preopen,burst,rush200k,arrival1000,arrival3000,get100k,bulk1000',
     },
+    // wrk runs the compared scenarios too when it is on PATH; --drivers bench alone skips it.
+    drivers: { type: 'string', default: 'bench,wrk' },
+    'burst-users': { type: 'string' },
+    'burst-coupons': { type: 'string' },
+    'burst-connections': { type: 'string', default: '256' },
     connections: { type: 'string', default: '64' },
     duration: { type: 'string', default: '15' },
     rounds: { type: 'string' },
@@ -95,7 +103,15 @@ const arrivalMs = quick ? 5_000 : 30_000;
 const rushUsers = quick ? 10_000 : 50_000;
 const rushAmount = quick ? 2_000 : 10_000;
 const bigCampaign = quick ? 20_000 : 100_000;
+/** The opening instant: users arriving over T-2 s..T+1 s for a campaign of burstCoupons. */
+const burstUsers = Number(args['burst-users'] ?? (quick ? 5_000 : 20_000));
+const burstCoupons = Number(args['burst-coupons'] ?? (quick ? 500 : 2_000));
+const burstConnections = Number(args['burst-connections']);
+/** The rush whose resident memory is checked against RSS_LIMIT_MB. */
+const bigRushUsers = quick ? 40_000 : 200_000;
+const RSS_LIMIT_MB = 300;
 const scenarios = new Set(args.scenarios.split(','));
+const drivers = new Set(args.drivers.split(','));
 // The capacity model's first figure is the issue scenario's server CPU per issue.
 if (scenarios.has('capacity')) scenarios.add('issue');
 const run = randomBytes(3).toString('hex');
@@ -139,6 +155,8 @@ function targetOf(url: string): Target {
 interface Server {
   readonly instances: readonly Target[];
   readonly cpuSeconds?: () => number | undefined;
+  /** Resident memory of every instance now, bytes (started here, on Linux). */
+  readonly rssBytes?: () => number | undefined;
   /** With --haproxy: the proxy's own CPU, apart from the instances'. */
   readonly proxyCpuSeconds?: () => number | undefined;
 }
@@ -157,6 +175,9 @@ let ownRedis: Awaited<ReturnType<typeof startOwnRedis>> | undefined;
 /** The bench's own connection to the services' Redis, when it checks Redis or reads its CPU. */
 let redis: RedisBackend | undefined;
 let stopping: Promise<void> | undefined;
+/** Further redis-servers of the bench's own (the burst's). */
+const extraRedis: Awaited<ReturnType<typeof startOwnRedis>>[] = [];
+let burst: BurstResult | undefined;
 const proxies: Haproxy[] = [];
 
 /** Stops every process the bench started: the proxies and services first (they drain), then Redis. */
@@ -167,6 +188,7 @@ function stopEverything(): Promise<void> {
     await redis?.close();
     await cluster?.stop();
     await ownRedis?.stop();
+    await Promise.allSettled(extraRedis.map((server) => server.stop()));
   })();
   return stopping;
 }
@@ -206,6 +228,15 @@ async function startInstances(
   return {
     instances: proxy ? [{ host: '127.0.0.1', port: proxy.port }] : addresses,
     ...(proxy && { proxyCpuSeconds: proxy.cpuSeconds }),
+    rssBytes: () => {
+      let total = 0;
+      for (const instance of instances) {
+        const bytes = instance.rssBytes();
+        if (bytes === undefined) return undefined;
+        total += bytes;
+      }
+      return total;
+    },
     cpuSeconds: () => {
       let total = 0;
       for (const instance of instances) {
@@ -242,7 +273,12 @@ async function serviceTarget(extraEnv: Record<string, string> = {}): Promise<Ser
     instanceCount,
   );
 }
-/** The no-op baseline, as many instances as the service so that both see the same topology. */
+/** connect-node alone (connectNodeAdapter on http.createServer): the plain baseline. */
+async function plainNoopTarget(): Promise<Server | undefined> {
+  if (args.url) return undefined;
+  return startInstances('../plain-noop-server.ts', { PORT: '0' }, instanceCount, false);
+}
+/** The no-op baseline on our server stack, as many instances as the service so that both see the same topology. */
 async function noopTarget(): Promise<Server | undefined> {
   if (args['noop-url']) return serverOf(args['noop-url']);
   if (args.url) return undefined;
@@ -261,16 +297,16 @@ interface BenchCampaign {
  * A scenario's campaigns: one; on a Redis Cluster one per master (created until every master
  * owns one), so that every shard takes its share of the scenario.
  */
-async function createCampaigns(server: Server, amount: number): Promise<BenchCampaign[]> {
+async function createCampaigns(server: Server, amount: number, opensAt?: number): Promise<BenchCampaign[]> {
   if (!redis?.isCluster) {
-    const campaign = await createCampaign(first(server), amount);
+    const campaign = await createCampaign(first(server), amount, opensAt);
     return [{ ...campaign, amount, ...(redis && { master: redis.masterOf(campaign.id) }) }];
   }
   const masters = redis.masters();
   const byMaster = new Map<string, BenchCampaign>();
   for (let attempt = 0; byMaster.size < masters.length; attempt++) {
     if (attempt > 40 * masters.length) throw new Error(`no campaign landed on some of ${masters.join(', ')}`);
-    const campaign = await createCampaign(first(server), amount);
+    const campaign = await createCampaign(first(server), amount, opensAt);
     const master = redis.masterOf(campaign.id);
     if (!byMaster.has(master)) byMaster.set(master, { ...campaign, amount, master });
   }
@@ -290,14 +326,19 @@ function tallyOf(campaigns: readonly BenchCampaign[]) {
 }
 type Tally = ReturnType<typeof tallyOf>;
 
-async function createCampaign(target: Target, amount: number): Promise<{ id: string; name: string }> {
+/** Open from a second ago for an hour, unless `opensAt` (epoch ms) says when it opens. */
+async function createCampaign(
+  target: Target,
+  amount: number,
+  opensAt?: number,
+): Promise<{ id: string; name: string }> {
   const name = `bench-${run}-${amount}-${randomBytes(2).toString('hex')}`;
-  const now = Date.now();
+  const from = opensAt ?? Date.now() - 1_000;
   const reply = await callOnce(target, 'CreateCampaign', {
     name,
     amount: String(amount),
-    issuedAt: new Date(now - 1_000).toISOString(),
-    expiresAt: new Date(now + 3_600_000).toISOString(),
+    issuedAt: new Date(from).toISOString(),
+    expiresAt: new Date(from + 3_600_000).toISOString(),
   });
   if (reply.status !== 200) throw new Error(`CreateCampaign failed: ${JSON.stringify(reply.json)}`);
   return { id: (reply.json as { campaign: { id: string } }).campaign.id, name };
@@ -342,7 +383,16 @@ interface Verification {
   readonly rows: number;
 }
 
-async function verify(campaignId: string, successes: number, expectedRows?: number): Promise<Verification> {
+/**
+ * `inFlightAllowed`: rows beyond the successes counted that a driver may have caused without
+ * seeing the answer (wrk stops with calls in flight and never counts them).
+ */
+async function verify(
+  campaignId: string,
+  successes: number,
+  expectedRows?: number,
+  inFlightAllowed = 0,
+): Promise<Verification> {
   const db = await mysql.createConnection(databaseUrl);
   try {
     const [[counts]] = (await db.query(
@@ -353,7 +403,12 @@ async function verify(campaignId: string, successes: number, expectedRows?: numb
     )) as unknown as [{ rows_: number; codes: number; users: number; issued: number; amount: number }[]];
     const rows = Number(counts?.rows_);
     const problems: string[] = [];
-    if (rows !== successes) problems.push(`rows ${rows} != successes ${successes}`);
+    if (rows < successes || rows > successes + inFlightAllowed)
+      problems.push(
+        inFlightAllowed > 0
+          ? `rows ${rows} not within successes ${successes} + ${inFlightAllowed} in flight`
+          : `rows ${rows} != successes ${successes}`,
+      );
     if (Number(counts?.issued) !== rows) problems.push(`issued_count ${counts?.issued} != rows`);
     if (Number(counts?.codes) !== rows) problems.push('duplicate codes');
     if (Number(counts?.users) !== rows) problems.push('a user with two coupons');
@@ -362,7 +417,10 @@ async function verify(campaignId: string, successes: number, expectedRows?: numb
       problems.push(`rows ${rows} != expected ${expectedRows}`);
     return {
       ok: problems.length === 0,
-      detail: problems.length === 0 ? `PASS (${rows} rows)` : `FAIL: ${problems.join('; ')}`,
+      detail:
+        problems.length === 0
+          ? `PASS (${rows} rows${inFlightAllowed > 0 ? `, ${rows - successes} answered after wrk stopped` : ''})`
+          : `FAIL: ${problems.join('; ')}`,
       rows,
     };
   } finally {
@@ -419,9 +477,16 @@ async function verifyScenario(
   tally: Tally,
   result: LoadResult,
   expectedRowsEach?: number,
+  /** Single instance only: successes another driver counted, and its calls possibly in flight when it stopped. */
+  other?: { extraSuccesses: number; inFlightAllowed: number },
 ): Promise<Verification> {
   if (!scaledOut)
-    return verify((campaigns[0] as BenchCampaign).id, result.outcomes.ok ?? 0, expectedRowsEach);
+    return verify(
+      (campaigns[0] as BenchCampaign).id,
+      (result.outcomes.ok ?? 0) + (other?.extraSuccesses ?? 0),
+      expectedRowsEach,
+      other?.inFlightAllowed,
+    );
   const problems: string[] = [];
   const rowsEach: number[] = [];
   for (const [i, campaign] of campaigns.entries()) {
@@ -505,6 +570,10 @@ async function fillCampaign(campaignId: string, coupons: number): Promise<void> 
 
 interface Row {
   scenario: string;
+  /** Which load driver measured it (the bench's own when absent). */
+  driver?: 'wrk';
+  /** The service's resident memory at its highest during the scenario (sampled every 100 ms). */
+  peakRssMb?: number;
   result?: LoadResult;
   /** Server CPU per request, in microseconds (servers started here, on Linux). */
   serverCpuUs?: number;
@@ -568,6 +637,7 @@ try {
   if (scaledOut) console.log(`scaled out: ${topologyNote()}`);
   const service = await serviceTarget();
   const noop = scenarios.has('noop') ? await noopTarget() : undefined;
+  const plainNoop = scenarios.has('noop') ? await plainNoopTarget() : undefined;
   // A second instance that verifies HS256 user tokens, to compare issuing with and without them.
   const jwtService =
     scenarios.has('issue-jwt') && !args.url
@@ -589,12 +659,14 @@ try {
         request: issueRequests(jwtService, warmUp, `warm-jwt-${run}`, Number.POSITIVE_INFINITY, true),
       });
     }
-    if (noop)
-      await runLoad(noop.instances, {
+    for (const baseline of [noop, plainNoop]) {
+      if (!baseline) continue;
+      await runLoad(baseline.instances, {
         connections,
         durationMs: warmUpMs,
-        request: issueRequests(noop, 'noop', `warm-${run}`),
+        request: issueRequests(baseline, 'noop', `warm-${run}`),
       });
+    }
   }
 
   let soldOut: BenchCampaign[] | undefined;
@@ -635,10 +707,16 @@ try {
     proxyCpuSeconds?: number;
     backends?: BackendUse;
     signed?: boolean;
+    /** The same scenario driven by wrk, in the same rounds. */
+    wrkRuns: WrkRun[];
+    wrkCpuSeconds?: number;
+    peakRss?: number;
   }[] = [];
-  if (noop) compared.push({ name: 'noop', target: noop, campaigns: 'noop', runs: [] });
+  if (plainNoop)
+    compared.push({ name: 'noop-plain', target: plainNoop, campaigns: 'noop', runs: [], wrkRuns: [] });
+  if (noop) compared.push({ name: 'noop', target: noop, campaigns: 'noop', runs: [], wrkRuns: [] });
   if (noop && scenarios.has('storm'))
-    compared.push({ name: 'noop-refusal', target: noop, campaigns: 'sold-out', runs: [] });
+    compared.push({ name: 'noop-refusal', target: noop, campaigns: 'sold-out', runs: [], wrkRuns: [] });
   if (issueCampaigns)
     compared.push({
       name: 'issue',
@@ -646,6 +724,7 @@ try {
       campaigns: issueCampaigns,
       tally: tallyOf(issueCampaigns),
       runs: [],
+      wrkRuns: [],
     });
   if (jwtService) {
     const jwtCampaigns = await createCampaigns(service, 10_000_000);
@@ -655,18 +734,61 @@ try {
       campaigns: jwtCampaigns,
       tally: tallyOf(jwtCampaigns),
       runs: [],
+      wrkRuns: [],
       signed: true,
     });
   }
   if (scenarios.has('storm') && soldOut)
-    compared.push({ name: 'storm', target: service, campaigns: soldOut, tally: tallyOf(soldOut), runs: [] });
+    compared.push({
+      name: 'storm',
+      target: service,
+      campaigns: soldOut,
+      tally: tallyOf(soldOut),
+      runs: [],
+      wrkRuns: [],
+    });
+  if (scenarios.has('preopen')) {
+    // Opens in an hour: every call is early, answered "opens at ..." (from memory once Redis said so).
+    const early = await createCampaigns(service, 1_000, Date.now() + 3_600_000);
+    compared.push({
+      name: 'preopen',
+      target: service,
+      campaigns: early,
+      tally: tallyOf(early),
+      runs: [],
+      wrkRuns: [],
+    });
+  }
+  // wrk drives the same scenarios in the same rounds (single instance: it has one target).
+  const wrkScenarios = new Set(['noop-plain', 'noop', 'noop-refusal', 'issue', 'storm', 'preopen']);
+  const useWrk = drivers.has('wrk') && wrkAvailable() && instanceCount === 1;
+  if (drivers.has('wrk') && !useWrk)
+    console.log(
+      instanceCount > 1
+        ? 'wrk: not used with --instances (it drives one target)'
+        : 'wrk: not on PATH (Debian package wrk), the cross-check is skipped',
+    );
+  const measured = (server: Server) => ({
+    cpu: server.cpuSeconds?.(),
+    proxy: server.proxyCpuSeconds?.(),
+  });
+  const peakRssDuring = async <T>(server: Server, work: () => Promise<T>): Promise<[T, number]> => {
+    let peak = server.rssBytes?.() ?? 0;
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, server.rssBytes?.() ?? 0);
+    }, 100);
+    try {
+      return [await work(), peak];
+    } finally {
+      clearInterval(sampler);
+    }
+  };
   for (let round = 0; round < rounds; round++) {
     for (const scenario of compared) {
-      const cpuBefore = scenario.target.cpuSeconds?.();
-      const proxyBefore = scenario.target.proxyCpuSeconds?.();
+      const start = measured(scenario.target);
       const before = scenario.tally ? await sampleBackends() : undefined;
-      scenario.runs.push(
-        await measureLoad(scenario.target.instances, {
+      const [loadRun, peak] = await peakRssDuring(scenario.target, () =>
+        measureLoad(scenario.target.instances, {
           connections,
           durationMs: durationMs / rounds,
           request: issueRequests(
@@ -679,25 +801,56 @@ try {
           ...(scenario.tally && { onOutcome: scenario.tally.onOutcome }),
         }),
       );
-      const cpuAfter = scenario.target.cpuSeconds?.();
-      if (cpuBefore !== undefined && cpuAfter !== undefined)
-        scenario.cpuSeconds = (scenario.cpuSeconds ?? 0) + cpuAfter - cpuBefore;
-      const proxyAfter = scenario.target.proxyCpuSeconds?.();
-      if (proxyBefore !== undefined && proxyAfter !== undefined)
-        scenario.proxyCpuSeconds = (scenario.proxyCpuSeconds ?? 0) + proxyAfter - proxyBefore;
+      scenario.runs.push(loadRun);
+      scenario.peakRss = Math.max(scenario.peakRss ?? 0, peak);
+      const end = measured(scenario.target);
+      if (start.cpu !== undefined && end.cpu !== undefined)
+        scenario.cpuSeconds = (scenario.cpuSeconds ?? 0) + end.cpu - start.cpu;
+      if (start.proxy !== undefined && end.proxy !== undefined)
+        scenario.proxyCpuSeconds = (scenario.proxyCpuSeconds ?? 0) + end.proxy - start.proxy;
       if (before) scenario.backends = addUse(scenario.backends, before, await sampleBackends());
+      if (useWrk && wrkScenarios.has(scenario.name)) {
+        const campaign =
+          typeof scenario.campaigns === 'string'
+            ? scenario.campaigns
+            : (scenario.campaigns[0] as BenchCampaign).id;
+        const wrkStart = measured(scenario.target);
+        scenario.wrkRuns.push(
+          await runWrk(first(scenario.target), {
+            campaignId: campaign,
+            userPrefix: `wrk-${scenario.name}-${run}-${round}`,
+            connections,
+            durationMs: durationMs / rounds,
+          }),
+        );
+        const wrkEnd = measured(scenario.target);
+        if (wrkStart.cpu !== undefined && wrkEnd.cpu !== undefined)
+          scenario.wrkCpuSeconds = (scenario.wrkCpuSeconds ?? 0) + wrkEnd.cpu - wrkStart.cpu;
+      }
     }
   }
+  const labels: Record<string, string> = {
+    'noop-plain': 'noop, plain connect-node (baseline)',
+    noop: 'noop on our server stack',
+    'noop-refusal': 'noop refusal (storm floor)',
+    issue: 'issue (new user each, big campaign)',
+    'issue-jwt': 'issue with HS256 user tokens (new user each)',
+    storm: 'sold-out storm',
+    preopen: 'pre-open storm (opens in 1 h)',
+  };
+  /** The answer every call of a refusal scenario must get. */
+  const expectedRefusal: Record<string, string> = {
+    storm: 'resource_exhausted',
+    preopen: 'failed_precondition',
+  };
   for (const scenario of compared) {
     const result = summarize(scenario.runs);
-    const serverCpuUs =
-      scenario.cpuSeconds === undefined
-        ? undefined
-        : Math.round((scenario.cpuSeconds / result.requests) * 1e6);
-    const proxyCpuUs =
-      scenario.proxyCpuSeconds === undefined
-        ? undefined
-        : Math.round((scenario.proxyCpuSeconds / result.requests) * 1e6);
+    const perRequest = (seconds: number | undefined, requests: number) =>
+      seconds === undefined || requests === 0 ? undefined : Math.round((seconds / requests) * 1e6);
+    const serverCpuUs = perRequest(scenario.cpuSeconds, result.requests);
+    const proxyCpuUs = perRequest(scenario.proxyCpuSeconds, result.requests);
+    const wrk = scenario.wrkRuns.length > 0 ? combineWrk(scenario.wrkRuns) : undefined;
+    const wrkOk = wrk ? wrk.requests - wrk.non2xx : 0;
     const perShard =
       scenario.backends && scenario.tally && typeof scenario.campaigns !== 'string'
         ? {
@@ -705,39 +858,65 @@ try {
             requestsByMaster: requestsByMaster(scenario.campaigns, scenario.tally),
           }
         : {};
-    if (scenario.name === 'noop') {
-      rows.push({ scenario: 'noop IssueCoupon (baseline)', result, serverCpuUs });
-    } else if (scenario.name === 'noop-refusal') {
-      rows.push({ scenario: 'noop refusal (storm floor)', result, serverCpuUs });
-    } else if (scenario.name === 'issue' || scenario.name === 'issue-jwt') {
+    const label = labels[scenario.name] ?? scenario.name;
+    let verdict: string | undefined;
+    let wrkVerdict: string | undefined;
+    if (scenario.name === 'issue' || scenario.name === 'issue-jwt') {
+      // wrk stops with calls in flight and never counts their answers: those may still be issued.
       const check = await verifyScenario(
         scenario.campaigns as BenchCampaign[],
         scenario.tally as Tally,
         result,
+        undefined,
+        wrk ? { extraSuccesses: wrkOk, inFlightAllowed: connections * scenario.wrkRuns.length } : undefined,
       );
       failed ||= !check.ok;
-      rows.push({
-        scenario:
-          scenario.name === 'issue'
-            ? 'issue (new user each, big campaign)'
-            : 'issue with HS256 user tokens (new user each)',
-        result,
-        serverCpuUs,
-        verify: check.detail,
-        ...perShard,
-      });
-    } else {
-      const unexpected = Object.keys(result.outcomes).filter((o) => o !== 'resource_exhausted');
+      verdict = check.detail;
+      wrkVerdict = wrk
+        ? `${wrkOk} ok; ${wrk.non2xx} not 2xx, ${wrk.errors} errors; rows checked with the bench's`
+        : undefined;
+      if (wrk && (wrk.non2xx > 0 || wrk.errors > 0)) failed = true;
+    } else if (expectedRefusal[scenario.name]) {
+      const expected = expectedRefusal[scenario.name] as string;
+      const unexpected = Object.keys(result.outcomes).filter((o) => o !== expected);
       failed ||= unexpected.length > 0;
+      verdict = unexpected.length === 0 ? `PASS (all ${expected})` : `FAIL: ${unexpected.join(',')}`;
+      if (wrk) {
+        const ok = wrk.non2xx === wrk.requests && wrk.errors === 0;
+        failed ||= !ok;
+        wrkVerdict = ok ? 'PASS (all refused: not 2xx)' : `FAIL: ${wrkOk} answered 2xx, ${wrk.errors} errors`;
+      }
+    }
+    rows.push({
+      scenario: label,
+      result,
+      serverCpuUs,
+      ...(verdict && { verify: verdict }),
+      ...(scenario.peakRss && { peakRssMb: Math.round(scenario.peakRss / 1e6) }),
+      ...perShard,
+      ...(proxyCpuUs !== undefined && { proxyCpuUs }),
+    });
+    if (wrk) {
       rows.push({
-        scenario: 'sold-out storm',
-        result,
-        serverCpuUs,
-        verify: unexpected.length === 0 ? 'PASS (all sold out)' : `FAIL: ${unexpected.join(',')}`,
-        ...perShard,
+        scenario: `${label} [wrk]`,
+        driver: 'wrk',
+        result: {
+          requests: wrk.requests,
+          seconds: 0,
+          perSecond: wrk.perSecond,
+          p50: wrk.p50,
+          p90: Number.NaN,
+          p99: wrk.p99,
+          max: wrk.max,
+          outcomes: { ok: wrkOk, not_2xx: wrk.non2xx, ...(wrk.errors > 0 && { errors: wrk.errors }) },
+          late: 0,
+          driverCpu: wrk.driverCpu,
+          rounds: wrk.rounds,
+        },
+        serverCpuUs: perRequest(scenario.wrkCpuSeconds, wrk.requests),
+        ...(wrkVerdict && { verify: wrkVerdict }),
       });
     }
-    if (proxyCpuUs !== undefined) (rows.at(-1) as Row).proxyCpuUs = proxyCpuUs;
   }
   for (const rate of [1000, 3000]) {
     if (!scenarios.has(`arrival${rate}`)) continue;
@@ -760,6 +939,68 @@ try {
       verify: check.detail,
       ...(backends && { backends, requestsByMaster: requestsByMaster(campaigns, tally) }),
     });
+  }
+  if (scenarios.has('rush200k')) {
+    // The rush scaled up, with the service's resident memory sampled throughout.
+    const campaigns = await createCampaigns(service, rushAmount);
+    const tally = tallyOf(campaigns);
+    let peak = service.rssBytes?.() ?? 0;
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, service.rssBytes?.() ?? 0);
+    }, 100);
+    const result = await runLoad(service.instances, {
+      connections,
+      request: issueRequests(service, campaigns, `bigrush-${run}`, bigRushUsers),
+      onOutcome: tally.onOutcome,
+    }).finally(() => clearInterval(sampler));
+    const check = await verifyScenario(campaigns, tally, result, Math.floor(rushAmount / campaigns.length));
+    const peakRssMb = peak > 0 ? Math.round(peak / 1e6) : undefined;
+    failed ||= !check.ok;
+    rows.push({
+      scenario: `rush (${bigRushUsers} users, ${rushAmount} coupons)`,
+      result,
+      verify: check.detail,
+      ...(peakRssMb && { peakRssMb }),
+    });
+  }
+  if (scenarios.has('burst')) {
+    // Single instance: a service on a redis-server of the bench's own, so INFO commandstats
+    // counts its commands alone (the shared Redis serves other users too). Scaled out, or with
+    // --url, the services' own Redis.
+    const ownBurstRedis = !scaledOut && !args.url ? await startOwnRedis() : undefined;
+    if (ownBurstRedis) extraRedis.push(ownBurstRedis);
+    const burstRedis = await RedisBackend.connect({
+      url: ownBurstRedis?.url ?? redisUrl,
+      clusterSeeds: cluster?.seeds,
+      keyPrefix,
+    });
+    try {
+      const burstService = ownBurstRedis ? await serviceTarget({ REDIS_URL: ownBurstRedis.url }) : service;
+      if (ownBurstRedis && warmUpMs > 0) {
+        const warmUp = await createCampaigns(burstService, 10_000_000);
+        await runLoad(burstService.instances, {
+          connections,
+          durationMs: warmUpMs,
+          request: issueRequests(burstService, warmUp, `warm-burst-${run}`),
+        });
+      }
+      burst = await runBurst({
+        instances: burstService.instances,
+        redis: burstRedis,
+        redisIsOwn: ownBurstRedis !== undefined || cluster !== undefined,
+        databaseUrl,
+        users: burstUsers,
+        coupons: burstCoupons,
+        connections: burstConnections,
+        userPrefix: `burst-${run}`,
+        createCampaign: async (opensAt, amount) =>
+          (await createCampaign(first(burstService), amount, opensAt.getTime())).id,
+        ...(burstService.rssBytes && { rssBytes: burstService.rssBytes }),
+      });
+      failed ||= burst.problems.length > 0;
+    } finally {
+      await burstRedis.close();
+    }
   }
   if (scenarios.has('get100k')) {
     const campaign = await createCampaign(first(service), bigCampaign);
@@ -814,39 +1055,99 @@ console.log(
 );
 if (scaledOut) console.log(`${topologyNote()}\n`);
 console.log(
-  `${pad('scenario', 40)}${pad('requests', 10)}${pad('req/s', 8)}${pad('p50', 8)}${pad('p90', 8)}${pad('p99', 8)}${pad('max ms', 9)}${pad('driver cpu', 11)}${pad('server us/req', 14)}outcomes / verify`,
+  `${pad('scenario', 50)}${pad('requests', 10)}${pad('req/s', 8)}${pad('p50', 8)}${pad('p90', 8)}${pad('p99', 8)}${pad('max ms', 9)}${pad('driver cpu', 11)}${pad('server us/req', 14)}outcomes / verify`,
 );
 for (const row of rows) {
   const r = row.result;
   console.log(
     r
-      ? `${pad(row.scenario, 40)}${pad(r.requests, 10)}${pad(r.perSecond, 8)}${pad(r.p50, 8)}${pad(r.p90, 8)}${pad(r.p99, 8)}${pad(r.max, 9)}${pad(r.driverCpu, 11)}${pad(row.serverCpuUs ?? '', 14)}${JSON.stringify(r.outcomes)}${r.late ? ` late ${r.late}` : ''}${r.rounds ? ` rounds ${r.rounds.join('/')}/s` : ''} ${row.verify ?? ''}`
-      : `${pad(row.scenario, 40)}${row.note ?? ''} ${row.verify ?? ''}`,
+      ? `${pad(row.scenario, 50)}${pad(r.requests, 10)}${pad(r.perSecond, 8)}${pad(r.p50, 8)}${pad(Number.isNaN(r.p90) ? '-' : r.p90, 8)}${pad(r.p99, 8)}${pad(r.max, 9)}${pad(r.driverCpu, 11)}${pad(row.serverCpuUs ?? '', 14)}${JSON.stringify(r.outcomes)}${r.late ? ` late ${r.late}` : ''}${r.rounds ? ` rounds ${r.rounds.join('/')}/s` : ''}${row.peakRssMb ? ` RSS peak ${row.peakRssMb} MB` : ''} ${row.verify ?? ''}`
+      : `${pad(row.scenario, 50)}${row.note ?? ''} ${row.verify ?? ''}`,
   );
 }
+if (burst) printBurst(burst);
+const rowOf = (scenario: string, driver?: 'wrk') =>
+  rows.find((candidate) => candidate.scenario === (driver ? `${scenario} [wrk]` : scenario));
 const row = (name: string) => rows.find((candidate) => candidate.scenario.startsWith(name));
 const ratios: Record<string, number> = {};
-for (const [label, name, baselineName] of [
-  ['issue / noop', 'issue (', 'noop IssueCoupon'],
-  ['issue with user tokens / issue', 'issue with HS256', 'issue ('],
-  ['sold-out storm / noop', 'sold-out', 'noop IssueCoupon'],
-  ['sold-out storm / noop refusal', 'sold-out', 'noop refusal'],
-] as const) {
-  const value = row(name)?.result?.perSecond;
-  const baseline = row(baselineName)?.result?.perSecond;
-  if (value && baseline) ratios[label] = Math.round((value / baseline) * 100) / 100;
-  // Server CPU per request of the baseline over the scenario's: the throughput ratio a server
-  // with a core of its own would reach, whatever else the machine was doing meanwhile.
-  const cpu = row(name)?.serverCpuUs;
-  const baselineCpu = row(baselineName)?.serverCpuUs;
-  if (cpu && baselineCpu) ratios[`${label}, by server cpu`] = Math.round((baselineCpu / cpu) * 100) / 100;
+const plain = 'noop, plain connect-node (baseline)';
+const round2 = (value: number) => Math.round(value * 100) / 100;
+for (const driver of [undefined, 'wrk'] as const) {
+  const suffix = driver ? ' [wrk]' : '';
+  for (const [label, name, baselineName] of [
+    ['issue / plain noop', 'issue (new user each, big campaign)', plain],
+    ['our-stack noop / plain noop', 'noop on our server stack', plain],
+    ['issue / our-stack noop', 'issue (new user each, big campaign)', 'noop on our server stack'],
+    [
+      'issue with user tokens / issue',
+      'issue with HS256 user tokens (new user each)',
+      'issue (new user each, big campaign)',
+    ],
+    ['sold-out storm / plain noop', 'sold-out storm', plain],
+    ['sold-out storm / noop refusal', 'sold-out storm', 'noop refusal (storm floor)'],
+    ['pre-open storm / plain noop', 'pre-open storm (opens in 1 h)', plain],
+  ] as const) {
+    const value = rowOf(name, driver);
+    const baseline = rowOf(baselineName, driver);
+    if (value?.result?.perSecond && baseline?.result?.perSecond)
+      ratios[label + suffix] = round2(value.result.perSecond / baseline.result.perSecond);
+    // Server CPU per request of the baseline over the scenario's: the throughput ratio a server
+    // with a core of its own would reach, whatever else the machine was doing meanwhile.
+    if (value?.serverCpuUs && baseline?.serverCpuUs)
+      ratios[`${label}, by server cpu${suffix}`] = round2(baseline.serverCpuUs / value.serverCpuUs);
+  }
+  const issueP99 = rowOf('issue (new user each, big campaign)', driver)?.result?.p99;
+  const plainP99 = rowOf(plain, driver)?.result?.p99;
+  if (issueP99 && plainP99) ratios[`issue p99 / plain noop p99${suffix}`] = round2(issueP99 / plainP99);
 }
 if (Object.keys(ratios).length > 0) {
   console.log(
-    `\nratios: ${Object.entries(ratios)
-      .map(([k, v]) => `${k} = ${v}`)
-      .join(', ')}`,
+    `\nratios (bench driver, then wrk; wrk's p99 is the median of its rounds'):\n${Object.entries(ratios)
+      .map(([k, v]) => `  ${k} = ${v}`)
+      .join('\n')}`,
   );
+}
+/** The issue's targets, each with what this run measured; absent when the run did not measure it. */
+const targets: { target: string; measured: string; holds: boolean }[] = [];
+const against = (target: string, value: number | undefined, holds: (value: number) => boolean) => {
+  if (value !== undefined && Number.isFinite(value))
+    targets.push({ target, measured: String(value), holds: holds(value) });
+};
+for (const suffix of ['', ' [wrk]']) {
+  against(`issue >= 0.9 x plain noop${suffix}`, ratios[`issue / plain noop${suffix}`], (v) => v >= 0.9);
+  against(
+    `issue p99 <= 2 x plain noop p99${suffix}`,
+    ratios[`issue p99 / plain noop p99${suffix}`],
+    (v) => v <= 2,
+  );
+  against(
+    `sold-out storm >= 2 x plain noop${suffix}`,
+    ratios[`sold-out storm / plain noop${suffix}`],
+    (v) => v >= 2,
+  );
+  against(
+    `pre-open storm >= 2 x plain noop${suffix}`,
+    ratios[`pre-open storm / plain noop${suffix}`],
+    (v) => v >= 2,
+  );
+}
+if (burst) {
+  against(
+    'burst: >= 99% of winners among the first 1.05 M arrivals after T',
+    burst.fairness.first105M,
+    (v) => v >= 0.99,
+  );
+  against('burst: 0 issued before T (MySQL)', burst.issuedBeforeOpening, (v) => v === 0);
+}
+const bigRush = rows.find((candidate) => candidate.scenario.startsWith(`rush (${bigRushUsers} users`));
+against(
+  `service RSS <= ${RSS_LIMIT_MB} MB during the ${bigRushUsers}-request rush (MB)`,
+  bigRush?.peakRssMb,
+  (v) => v <= RSS_LIMIT_MB,
+);
+if (targets.length > 0) {
+  console.log('\ntargets (issue 17; one run, interleaved rounds, on a shared machine):');
+  for (const t of targets) console.log(`  ${t.holds ? 'HOLDS' : 'MISSED'}  ${t.target}: ${t.measured}`);
 }
 // Per shard: what each master's redis-server spent per request of the campaign it owns, and how
 // many claims one script call carried (the per-turn batching, thinner when load is spread).
@@ -919,6 +1220,8 @@ writeFileSync(
       args,
       rows,
       ratios,
+      targets,
+      ...(burst && { burst }),
       ...(scaledOut && { topology: topologyNote() }),
       ...(capacityModel && { capacity: capacityModel }),
     },

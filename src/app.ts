@@ -211,9 +211,9 @@ export async function buildServices(
     trustMs: 2_000,
     maxUsers: 200_000,
     onSlotReturned: () => metrics.claimsSettled.inc({ how: 'released' }),
-    // A "not started" answer is believed for a second, and never within 20 ms of the opening:
-    // a crowd that arrives early costs Redis one claim a second per campaign per instance.
-    openings: new OpeningMemory({ trustMs: 1_000, marginMs: 20 }),
+    // A "not started" answer is believed for a second, and never within 1 ms of the opening:
+    // a crowd that arrives early costs Redis about one claim a second per campaign per instance.
+    openings: new OpeningMemory({ trustMs: 1_000, marginMs: 1 }),
   });
   const campaignRepository = new MikroOrmCampaignRepository(db, breakers.database, breakers.databaseReads);
   const couponRepository = new GroupCommitCouponRepository(

@@ -208,3 +208,92 @@ export async function callOnce(
     connection.close();
   }
 }
+
+/** What an open-loop run of fixed arrival times recorded, request by request. */
+export interface ArrivalsRun {
+  /** performance.now() when request i was written to its connection (NaN if never sent). */
+  readonly sentAt: Float64Array;
+  /** performance.now() when its answer arrived. */
+  readonly answeredAt: Float64Array;
+  readonly outcomes: string[];
+  /** Requests written more than 1 ms after their arrival time (every connection was busy, or the driver behind). */
+  readonly late: number;
+  readonly cpuSeconds: number;
+}
+
+/**
+ * An open loop of fixed arrival times: request i is due at `dueAt[i]` (performance.now() ms,
+ * ascending), decided before the run, whatever the server does meanwhile (a crowd does not wait
+ * for earlier answers). Each request goes out on an idle connection as soon as it is due; when
+ * every connection is busy it waits in one first-in-first-out queue, so requests are written in
+ * arrival order. The time each was actually written is recorded, for fairness measured against
+ * the order the server could see.
+ */
+export async function measureArrivals(
+  target: Targets,
+  plan: {
+    readonly connections: number;
+    readonly dueAt: Float64Array;
+    readonly request: (i: number) => Buffer;
+  },
+): Promise<ArrivalsRun> {
+  const targets: readonly Target[] = Array.isArray(target) ? target : [target as Target];
+  const connections = await Promise.all(
+    Array.from({ length: plan.connections }, (_, i) => {
+      const { host, port } = targets[i % targets.length] as Target;
+      return Http1Connection.open(host, port);
+    }),
+  );
+  const count = plan.dueAt.length;
+  const requests = Array.from({ length: count }, (_, i) => plan.request(i));
+  const sentAt = new Float64Array(count).fill(Number.NaN);
+  const answeredAt = new Float64Array(count).fill(Number.NaN);
+  const outcomes: string[] = new Array(count);
+  const idle = [...connections];
+  const backlog: number[] = [];
+  let backlogHead = 0;
+  let answered = 0;
+  let late = 0;
+  let allAnswered: () => void = () => undefined;
+  const done = new Promise<void>((resolve) => {
+    allAnswered = resolve;
+  });
+  const send = (connection: Http1Connection, i: number) => {
+    const now = performance.now();
+    sentAt[i] = now;
+    if (now - (plan.dueAt[i] as number) > 1) late++;
+    connection.send(requests[i] as Buffer).then(
+      (reply) => settle(connection, i, outcomeOf(reply)),
+      () => settle(connection, i, 'connection_error'),
+    );
+  };
+  const settle = (connection: Http1Connection, i: number, outcome: string) => {
+    answeredAt[i] = performance.now();
+    outcomes[i] = outcome;
+    if (++answered === count) allAnswered();
+    if (backlogHead < backlog.length) send(connection, backlog[backlogHead++] as number);
+    else idle.push(connection);
+  };
+  const cpuStart = process.cpuUsage();
+  try {
+    let next = 0;
+    while (next < count) {
+      const wait = (plan.dueAt[next] as number) - performance.now();
+      if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait - 0.5));
+      else if (wait > 0) await new Promise((resolve) => setImmediate(resolve));
+      // Everything due by now, in order: what the timer's lateness delayed goes out at once.
+      const now = performance.now();
+      while (next < count && (plan.dueAt[next] as number) <= now) {
+        const connection = idle.shift();
+        if (connection) send(connection, next);
+        else backlog.push(next);
+        next++;
+      }
+    }
+    if (count > 0) await done;
+  } finally {
+    for (const connection of connections) connection.close();
+  }
+  const cpu = process.cpuUsage(cpuStart);
+  return { sentAt, answeredAt, outcomes, late, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
+}

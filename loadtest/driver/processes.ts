@@ -9,6 +9,8 @@ export interface Started {
   readonly process: ChildProcess;
   /** CPU seconds used so far by the process and its children (cluster workers); undefined off Linux. */
   cpuSeconds(): number | undefined;
+  /** Resident memory now of the process and its children, bytes; undefined off Linux. */
+  rssBytes(): number | undefined;
   stop(): Promise<void>;
 }
 
@@ -31,6 +33,19 @@ function cpuSecondsOfTree(pid: number): number | undefined {
     const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
     for (const child of children ? children.split(' ') : []) seconds += cpuSecondsOfTree(Number(child)) ?? 0;
     return seconds;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Resident memory of a process and its live descendants, from /proc (Linux only). */
+function rssBytesOfTree(pid: number): number | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    let bytes = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) * 1024;
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+    for (const child of children ? children.split(' ') : []) bytes += rssBytesOfTree(Number(child)) ?? 0;
+    return bytes;
   } catch {
     return undefined;
   }
@@ -69,6 +84,7 @@ export async function startProcess(
     port,
     process: child,
     cpuSeconds: () => (child.pid === undefined ? undefined : cpuSecondsOfTree(child.pid)),
+    rssBytes: () => (child.pid === undefined ? undefined : rssBytesOfTree(child.pid)),
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');

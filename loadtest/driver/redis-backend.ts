@@ -99,6 +99,47 @@ export class RedisBackend {
     return samples;
   }
 
+  /**
+   * Redis' clock minus this process's `performance.timeOrigin + performance.now()`, in ms, from the
+   * TIME round trip with the shortest wait of `samples` (the reading lies within it); `errorMs` is
+   * half that round trip. On a cluster, the clock of the master owning `campaignId`.
+   */
+  async clockOffset(campaignId?: string, samples = 30): Promise<{ offsetMs: number; errorMs: number }> {
+    const node =
+      this.client instanceof Cluster && campaignId !== undefined
+        ? (this.client
+            .nodes('master')
+            .find(
+              (candidate) =>
+                `${candidate.options.host}:${candidate.options.port}` === this.masterOf(campaignId),
+            ) ?? this.client)
+        : this.client;
+    let best = { offsetMs: 0, errorMs: Number.POSITIVE_INFINITY };
+    for (let i = 0; i < samples; i++) {
+      const before = performance.now();
+      const [seconds, micros] = (await node.time()) as [string | number, string | number];
+      const after = performance.now();
+      const redisMs = Number(seconds) * 1000 + Number(micros) / 1000;
+      const errorMs = (after - before) / 2;
+      if (errorMs < best.errorMs)
+        best = { offsetMs: redisMs - (performance.timeOrigin + (before + after) / 2), errorMs };
+    }
+    return best;
+  }
+
+  /** Calls per command since each server started (INFO commandstats, every master summed), scripts' inner calls included. */
+  async commandCalls(): Promise<Record<string, number>> {
+    const nodes = this.client instanceof Cluster ? this.client.nodes('master') : [this.client];
+    const calls: Record<string, number> = {};
+    for (const info of await Promise.all(nodes.map((node) => node.info('commandstats')))) {
+      for (const match of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+        const command = match[1] as string;
+        calls[command] = (calls[command] ?? 0) + Number(match[2]);
+      }
+    }
+    return calls;
+  }
+
   async gateCounts(campaignId: string): Promise<GateCounts> {
     const keys = campaignKeys(this.keyPrefix, campaignId);
     const [remaining, users, pending] = await Promise.all([

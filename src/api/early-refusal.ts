@@ -1,4 +1,5 @@
 import { fromBinary, fromJsonString } from '@bufbuild/protobuf';
+import type { ConnectError } from '@connectrpc/connect';
 import {
   codeToHttpStatus,
   contentTypeUnaryJson,
@@ -61,6 +62,7 @@ export function earlyRefusalHandler(deps: {
   tracing?: Tracing | undefined;
 }): (request: NodeServerRequest, response: NodeServerResponse) => void {
   const { issuer, observer, connect, users, tracing } = deps;
+  const errorBodyOf = errorBodies();
   return (request, response) => {
     const started = performance.now();
     const format = readableIssueCall(request);
@@ -85,7 +87,7 @@ export function earlyRefusalHandler(deps: {
       const answer = tracing
         ? traceEarlyRefusal(tracing, observer, { headers: request.headers, campaignId, started }, refusal)
         : observer.refused(CouponService.method.issueCoupon.name, refusal, started);
-      const errorBody = errorToJsonBytes(answer, {});
+      const errorBody = errorBodyOf(answer);
       // Lowercase, as connect writes them.
       response.writeHead(codeToHttpStatus(answer.code), {
         'content-type': contentTypeUnaryJson,
@@ -133,6 +135,31 @@ export function earlyRefusalHandler(deps: {
     request.once('end', onEnd);
     // A client that goes away mid-body is owed no answer; the error must only not go unhandled.
     request.on('error', () => undefined);
+  };
+}
+
+/** How many distinct refusal answers a handler keeps encoded. */
+const ERROR_BODIES_MAX = 1_000;
+
+/**
+ * connect's JSON error body for a refusal, the same bytes errorToJsonBytes writes, encoded once
+ * per code and message: most refusals of a storm are one answer (a campaign's "sold out", its
+ * "opens at"), and encoding it was a tenth of such a call's CPU.
+ */
+function errorBodies(): (error: ConnectError) => Uint8Array {
+  const bodies = new Map<string, Uint8Array>();
+  return (error) => {
+    // Details (a rate limit's retry time) are not in the key: such answers are encoded each time.
+    if (error.details.length > 0) return errorToJsonBytes(error, {});
+    const key = `${error.code} ${error.rawMessage}`;
+    let body = bodies.get(key);
+    if (body === undefined) {
+      body = errorToJsonBytes(error, {});
+      // Per-user messages ("already issued" names the user) would grow it without end.
+      if (bodies.size >= ERROR_BODIES_MAX) bodies.clear();
+      bodies.set(key, body);
+    }
+    return body;
   };
 }
 

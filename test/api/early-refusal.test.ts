@@ -13,6 +13,7 @@ import {
   CampaignNotFoundError,
   type DomainError,
   InvalidArgumentError,
+  RateLimitedError,
   SoldOutError,
 } from '../../src/domain/errors.ts';
 import {
@@ -33,6 +34,8 @@ const REFUSALS: Record<string, (userId: string) => DomainError> = {
   'held-by-user': (userId) => new AlreadyIssuedError('held-by-user', userId),
   'no-such-campaign': () => new CampaignNotFoundError('id', 'no-such-campaign'),
   'bad-input': () => new InvalidArgumentError('user_id', 'user_id must not be empty'),
+  // With a detail that differs per call (when to retry).
+  'rate-limited': (userId) => new RateLimitedError('user', 20, userId.length * 100),
 };
 const issuer = {
   refusalFromMemory: (campaignId: string, userId: string) => REFUSALS[campaignId]?.(userId),
@@ -151,6 +154,24 @@ describe('the early refusal of IssueCoupon', () => {
       expect(answered).toEqual(expected);
     },
   );
+
+  it('answers repeated refusals exactly as connect would, each with its own message and details', async () => {
+    // Answers are encoded once per code and message: a second user must still hear their own.
+    const calls = [
+      ['sold-out', 'u1'],
+      ['sold-out', 'u2'],
+      ['held-by-user', 'u1'],
+      ['held-by-user', 'u2'],
+      ['rate-limited', 'u1'],
+      ['rate-limited', 'user-22'],
+      ['rate-limited', 'u3'],
+    ];
+    for (const [campaignId, userId] of calls) {
+      const { answered, expected, handedOn } = await both(() => JSON.stringify({ campaignId, userId }), json);
+      expect(handedOn).toBe(0);
+      expect(answered).toEqual(expected);
+    }
+  });
 
   it('judges a body of unknown length (sent chunked) too', async () => {
     const { answered, expected, handedOn } = await both(

@@ -32,6 +32,11 @@ interface Opening {
   readonly sentAtMs: number;
 }
 
+/** The latest Redis' clock can read at local time `now`, by one sample. */
+function latestRedisNow(opening: Opening, now: number): number {
+  return opening.redisNowMs + (now - opening.sentAtMs) * (1 + DRIFT_ALLOWANCE);
+}
+
 export class OpeningMemory {
   private readonly trustMs: number;
   private readonly marginMs: number;
@@ -46,25 +51,41 @@ export class OpeningMemory {
     this.now = options.now ?? (() => performance.now());
   }
 
-  /** A claim sent at `sentAtMs` (this clock) was judged "not started" with Redis' clock at `redisNow`. */
+  /**
+   * A claim sent at `sentAtMs` (this clock) was judged "not started" with Redis' clock at `redisNow`.
+   * Of two samples of one opening, the one that bounds Redis' clock lower now is kept: every
+   * sample is a true bound, and the tightest lets this process prove "early" closest to the
+   * opening. The answers of a busy moment (a claim batch waiting a turn, a slow round trip) bound
+   * loosely; calls that reach Redis in the last few ms before the opening are judged only when
+   * their claim gets there, after the opening if the service is behind, so a loose bound lets
+   * calls that arrived before the opening win over calls that arrived after it.
+   */
   learn(campaignId: string, opensAt: Date, redisNow: Date, sentAtMs: number): void {
-    if (!this.openings.has(campaignId) && this.openings.size >= this.maxCampaigns) {
+    const sample: Opening = { opensAtMs: opensAt.getTime(), redisNowMs: redisNow.getTime(), sentAtMs };
+    const held = this.openings.get(campaignId);
+    if (held !== undefined) {
+      const now = this.now();
+      if (
+        held.opensAtMs === sample.opensAtMs &&
+        now - held.sentAtMs <= this.trustMs &&
+        latestRedisNow(held, now) <= latestRedisNow(sample, now)
+      )
+        return;
+    } else if (this.openings.size >= this.maxCampaigns) {
       this.openings.delete(this.openings.keys().next().value as string);
     }
-    this.openings.set(campaignId, {
-      opensAtMs: opensAt.getTime(),
-      redisNowMs: redisNow.getTime(),
-      sentAtMs,
-    });
+    this.openings.set(campaignId, sample);
   }
 
   /** When the campaign opens, if this process can prove it has not opened yet; else undefined. */
   provenNotOpen(campaignId: string): Date | undefined {
     const opening = this.openings.get(campaignId);
     if (opening === undefined) return undefined;
-    const elapsed = this.now() - opening.sentAtMs;
-    const latestRedisNow = opening.redisNowMs + elapsed * (1 + DRIFT_ALLOWANCE);
-    if (elapsed > this.trustMs || latestRedisNow + this.marginMs >= opening.opensAtMs) {
+    const now = this.now();
+    if (
+      now - opening.sentAtMs > this.trustMs ||
+      latestRedisNow(opening, now) + this.marginMs >= opening.opensAtMs
+    ) {
       this.openings.delete(campaignId);
       return undefined;
     }

@@ -39,6 +39,33 @@ describe('OpeningMemory', () => {
     expect(memory.provenNotOpen('c')).toBeUndefined();
   });
 
+  it('keeps the sample that bounds Redis clock tightest, so it proves "early" closest to the opening', () => {
+    const { memory, clock } = memoryAt();
+    // A quick answer: sent at 1,000, judged at 09.500 (Redis reads at most 09.500 + elapsed).
+    memory.learn('c', opensAt, new Date('2026-12-01T12:00:09.500Z'), 1_000);
+    // A slow one (a busy moment): sent at 1,010, judged at 09.540, 30 ms later than the first
+    // sample bounds it. Keeping it would stop the proof 30 ms earlier.
+    clock.now = 1_050;
+    memory.learn('c', opensAt, new Date('2026-12-01T12:00:09.540Z'), 1_010);
+    clock.now = 1_479;
+    expect(memory.provenNotOpen('c')).toEqual(opensAt);
+    // A tighter one replaces it: sent at 1,400, judged at 09.890 (10 ms tighter than the first).
+    memory.learn('c', opensAt, new Date('2026-12-01T12:00:09.890Z'), 1_400);
+    clock.now = 1_489;
+    expect(memory.provenNotOpen('c')).toEqual(opensAt);
+    clock.now = 1_491;
+    expect(memory.provenNotOpen('c')).toBeUndefined();
+  });
+
+  it('takes a new sample when the opening it names moved, however loose', () => {
+    const { memory, clock } = memoryAt();
+    memory.learn('c', opensAt, new Date('2026-12-01T12:00:09.500Z'), 1_000);
+    const later = new Date('2026-12-01T12:00:20.000Z');
+    clock.now = 1_100;
+    memory.learn('c', later, new Date('2026-12-01T12:00:09.700Z'), 1_050);
+    expect(memory.provenNotOpen('c')).toEqual(later);
+  });
+
   it('knows nothing of a campaign it was not told of, or was told to forget', () => {
     const { memory } = memoryAt();
     expect(memory.provenNotOpen('c')).toBeUndefined();
