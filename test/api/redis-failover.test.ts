@@ -1,12 +1,10 @@
-import { create } from '@bufbuild/protobuf';
-import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { type Client, Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createConnectTransport, createGrpcTransport } from '@connectrpc/connect-node';
 import type { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type App, buildApp } from '../../src/app.ts';
 import type { Config } from '../../src/config.ts';
-import { CouponService, CreateCampaignRequestSchema } from '../../src/gen/coupon/v1/coupon_pb.js';
+import { CouponService } from '../../src/gen/coupon/v1/coupon_pb.js';
 import { subscriberFor } from '../../src/infrastructure/redis/client.ts';
 import { mastersRequiringFullCoverage } from '../../src/infrastructure/redis/cluster-settings.ts';
 import { SoldOutCachingGate } from '../../src/infrastructure/redis/sold-out-cache.ts';
@@ -16,7 +14,8 @@ import {
   redisClusterToolsAvailable,
   startRedisCluster,
 } from '../support/redis-cluster.ts';
-import { isolatedConfig, openWindow, silentLogger, startApp, uniqueName } from '../support/services.ts';
+import { campaignRequest } from '../support/rpc.ts';
+import { isolatedConfig, silentLogger, startApp, uniqueName } from '../support/services.ts';
 
 /**
  * Issue 12, a master's failover: `kill -9` of the master that owns a campaign's slot while two
@@ -85,14 +84,8 @@ afterAll(async () => {
 });
 
 async function createCampaign(amount: number): Promise<string> {
-  const window = openWindow();
   const { campaign } = await (clients[0] as { client: CouponClient }).client.createCampaign(
-    create(CreateCampaignRequestSchema, {
-      name: uniqueName('failover'),
-      amount: BigInt(amount),
-      issuedAt: timestampFromDate(window.issuedAt),
-      expiresAt: timestampFromDate(window.expiresAt),
-    }),
+    campaignRequest({ name: uniqueName('failover'), amount: BigInt(amount) }),
   );
   return campaign?.id ?? '';
 }

@@ -1,18 +1,17 @@
-import { create } from '@bufbuild/protobuf';
-import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { type Client, Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClaimReconciler } from '../../src/application/reconcile-claims.ts';
 import type { Config } from '../../src/config.ts';
-import { CouponService, CreateCampaignRequestSchema } from '../../src/gen/coupon/v1/coupon_pb.js';
+import { CouponService } from '../../src/gen/coupon/v1/coupon_pb.js';
 import { eventually, settledProblems, snapshot } from '../support/invariants.ts';
 import {
   type RedisClusterHarness,
   redisClusterToolsAvailable,
   startRedisCluster,
 } from '../support/redis-cluster.ts';
-import { isolatedConfig, openWindow, startApp, uniqueName } from '../support/services.ts';
+import { campaignRequest } from '../support/rpc.ts';
+import { isolatedConfig, startApp, uniqueName } from '../support/services.ts';
 
 /**
  * Issue 12, isolation by shard: one master of a Redis Cluster fails while a campaign on it and a
@@ -61,14 +60,8 @@ afterAll(async () => {
 });
 
 async function createCampaign(amount: number): Promise<string> {
-  const window = openWindow();
   const { campaign } = await client.createCampaign(
-    create(CreateCampaignRequestSchema, {
-      name: uniqueName('shard'),
-      amount: BigInt(amount),
-      issuedAt: timestampFromDate(window.issuedAt),
-      expiresAt: timestampFromDate(window.expiresAt),
-    }),
+    campaignRequest({ name: uniqueName('shard'), amount: BigInt(amount) }),
   );
   return campaign?.id ?? '';
 }
