@@ -5,7 +5,7 @@ import { Cluster } from 'ioredis';
 import { type DestinationStream, type Logger, type LoggerOptions, pino } from 'pino';
 import { adminAuthInterceptor } from './api/admin-auth.ts';
 import { clientAddress, clientAddressKey, compileTrustedProxies } from './api/client-address.ts';
-import { createConnectHandler, type NodeServerRequest } from './api/connect-handler.ts';
+import { createConnectHandler } from './api/connect-handler.ts';
 import { consoleHandler } from './api/console.ts';
 import { corsMiddleware } from './api/cors.ts';
 import { couponServiceImpl } from './api/coupon-service.ts';
@@ -21,7 +21,7 @@ import { CallObserver, observabilityInterceptor } from './api/observability.ts';
 import { ipRateLimitInterceptor } from './api/rate-limit.ts';
 import { registerReflection } from './api/reflection.ts';
 import { createPolyglotServer, type RequestHandler } from './api/server.ts';
-import { UserTokens, userAuthInterceptor, verifiedUserKey } from './api/user-tokens.ts';
+import { UserTokens, userAuthInterceptor, type VerifiedCall, verifiedUserKey } from './api/user-tokens.ts';
 import { CampaignDirectory } from './application/campaign-directory.ts';
 import { CampaignOperations } from './application/campaign-operations.ts';
 import { CampaignService } from './application/campaign-service.ts';
@@ -493,12 +493,10 @@ export async function buildApp(
     return { ready: !draining && Object.values(dependencies).every(Boolean), dependencies };
   });
   const observer = new CallObserver(services.metrics, logger);
-  const users = config.userTokens && {
-    tokens: await UserTokens.create(config.userTokens),
-    verified: new WeakMap<NodeServerRequest, string>(),
-  };
+  const users = config.userTokens && { tokens: await UserTokens.create(config.userTokens) };
+  if (users) services.metrics.observeRememberedUserTokens(() => users.tokens.rememberedCount);
   const trustProxy = compileTrustedProxies(config.trustProxy);
-  const connect = createConnectHandler({
+  const connect = createConnectHandler<VerifiedCall>({
     routes: (router) => {
       router.service(CouponService, couponServiceImpl(services)).service(Health, healthServiceImpl(probe));
       registerReflection(router, [file_coupon_v1_errors]);
@@ -514,10 +512,10 @@ export async function buildApp(
         perIp: config.issueRateLimitPerIp,
       }),
     ],
-    contextValues: (request) =>
+    contextValues: (request, verified) =>
       createContextValues()
         .set(clientAddressKey, () => clientAddress(request, trustProxy))
-        .set(verifiedUserKey, users?.verified.get(request)),
+        .set(verifiedUserKey, verified),
     readMaxBytes: MAX_REQUEST_BYTES,
     writeMaxBytes: MAX_RESPONSE_BYTES,
     onHandlerError: (method, error) => logger.error({ method, err: error }, 'answering a call failed'),

@@ -23,21 +23,25 @@ import { parseFailuresAsInvalidArgument } from './parse-failures.ts';
 export type NodeServerRequest = Parameters<typeof universalRequestFromNodeRequest>[0];
 export type NodeServerResponse = Parameters<typeof universalResponseToNodeResponse>[1];
 
-export interface ConnectHandlerOptions extends ConnectRouterOptions {
+/** `Earlier`: what an earlier step that judged the request (early-refusal.ts) hands to the call's context. */
+export interface ConnectHandlerOptions<Earlier = never> extends ConnectRouterOptions {
   readonly routes: (router: ConnectRouter) => void;
-  readonly contextValues?: (request: NodeServerRequest) => ContextValues;
+  readonly contextValues?: (request: NodeServerRequest, earlier: Earlier | undefined) => ContextValues;
   /** Told of a call that failed outside its handler, e.g. while writing the answer (connect-node logs these to the console). */
   readonly onHandlerError: (method: string, error: unknown) => void;
 }
 
 /**
  * Serves a request with connect. `body`, when given, is the request body an earlier step
- * already read (see early-refusal.ts); connect then reads it from there.
+ * already read (see early-refusal.ts); connect then reads it from there. `earlier`: what that
+ * step found, for `contextValues` (passed along rather than kept in a WeakMap by request: an
+ * entry of one cost ~1.3 µs a call).
  */
-export type ConnectHandler = (
+export type ConnectHandler<Earlier = never> = (
   request: NodeServerRequest,
   response: NodeServerResponse,
   body?: Uint8Array | AsyncIterable<Uint8Array>,
+  earlier?: Earlier,
 ) => void;
 
 /**
@@ -47,7 +51,9 @@ export type ConnectHandler = (
  * throws from the request listener and takes the process down, and answer a request message
  * that does not decode INVALID_ARGUMENT rather than INTERNAL (parse-failures.ts).
  */
-export function createConnectHandler(options: ConnectHandlerOptions): ConnectHandler {
+export function createConnectHandler<Earlier = never>(
+  options: ConnectHandlerOptions<Earlier>,
+): ConnectHandler<Earlier> {
   const router = createConnectRouter({
     ...options,
     acceptCompression: options.acceptCompression ?? [compressionGzip, compressionBrotli],
@@ -56,7 +62,7 @@ export function createConnectHandler(options: ConnectHandlerOptions): ConnectHan
   const handlers = new Map<string, UniversalHandler>(
     router.handlers.map((handler) => [handler.requestPath, handler]),
   );
-  return (request, response, body) => {
+  return (request, response, body, earlier) => {
     const handler = handlers.get(request.url?.split('?', 2)[0] ?? '');
     if (!handler) {
       response.writeHead(404);
@@ -69,7 +75,7 @@ export function createConnectHandler(options: ConnectHandlerOptions): ConnectHan
         request,
         response,
         undefined,
-        options.contextValues?.(request),
+        options.contextValues?.(request, earlier),
       );
     } catch {
       // An HTTP/1.0 request without a Host header: connect-node cannot build its URL.

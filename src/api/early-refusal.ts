@@ -21,7 +21,7 @@ import {
   unreadBody,
 } from './connect-handler.ts';
 import { type CallObserver, traceEarlyRefusal } from './observability.ts';
-import type { UserTokens } from './user-tokens.ts';
+import type { UserTokens, VerifiedCall } from './user-tokens.ts';
 
 const ISSUE_COUPON_PATH = `/${CouponService.typeName}/${CouponService.method.issueCoupon.name}`;
 
@@ -55,9 +55,10 @@ export interface RefusalsFromMemory {
 export function earlyRefusalHandler(deps: {
   issuer: RefusalsFromMemory;
   observer: CallObserver;
-  connect: ConnectHandler;
-  /** With user tokens configured: the verifier, and where a verified user is left for connect's path. */
-  users?: { tokens: UserTokens; verified: WeakMap<NodeServerRequest, string> };
+  /** Told, on connect's path, of the user a token here proved. */
+  connect: ConnectHandler<VerifiedCall>;
+  /** With user tokens configured: the verifier. */
+  users?: { tokens: UserTokens };
   /** With tracing on, each refusal answered here is a span of its own. */
   tracing?: Tracing | undefined;
 }): (request: NodeServerRequest, response: NodeServerResponse) => void {
@@ -109,15 +110,20 @@ export function earlyRefusalHandler(deps: {
       }
       // With user tokens, the user is the token's: nothing is judged (or refused from memory
       // for someone) before the token is verified.
+      const authorization = request.headers.authorization;
       const judgeAs = (userId: string) => {
-        users.verified.set(request, userId);
         // Verified: nothing after this reads the token, and connect would copy it, character
         // by character, into the web Headers of the call.
         // (Set to undefined, which connect skips, rather than deleted: a delete turns the
         // headers object into a slow dictionary.)
         request.headers.authorization = undefined;
         call.userId = userId;
-        judge(body, call);
+        const refusal = judgeFromMemory(issuer, call);
+        if (refusal) {
+          // The user is likely to call again soon: their token is worth remembering.
+          users.tokens.refused(authorization);
+          refuse(refusal, call.campaignId);
+        } else connect(request, response, body, { user: userId, authorization });
       };
       const refuseToken = (error: unknown) => {
         if (error instanceof DomainError) refuse(error, call.campaignId);
@@ -125,7 +131,7 @@ export function earlyRefusalHandler(deps: {
       };
       let user: string | Promise<string>;
       try {
-        user = users.tokens.userOf(request.headers.authorization, call.userId);
+        user = users.tokens.userOf(authorization, call.userId);
       } catch (error) {
         refuseToken(error);
         return;

@@ -164,6 +164,9 @@ export class Metrics {
 
   readonly ready: Gauge<'dependency'>;
 
+  readonly rememberedUserTokens: Gauge;
+  private rememberedUserTokenCount: (() => number) | undefined;
+
   private readonly loopProbe: NodeJS.Timeout;
   private readinessCheck: ReadinessCheck | undefined;
 
@@ -185,6 +188,14 @@ export class Metrics {
         for (const [dependency, up] of Object.entries(dependencies)) this.set({ dependency }, up ? 1 : 0);
       },
     });
+    this.rememberedUserTokens = new Gauge({
+      name: 'coupon_user_tokens_remembered',
+      help: 'Verified user tokens this instance holds so that their next calls are not verified again (HS256: only tokens whose call was refused); 0 without user tokens',
+      registers: [this.registry],
+      collect() {
+        if (metrics.rememberedUserTokenCount) this.set(metrics.rememberedUserTokenCount());
+      },
+    });
     // A histogram rather than the default metrics' percentiles of a sliding window: a single
     // stall of a second stays visible in the buckets, and rates per bucket can be alerted on.
     let expected = performance.now() + LOOP_PROBE_MS;
@@ -193,6 +204,11 @@ export class Metrics {
       this.eventLoopDelay.observe(Math.max(0, now - expected) / 1000);
       expected = now + LOOP_PROBE_MS;
     }, LOOP_PROBE_MS).unref();
+  }
+
+  /** Makes `coupon_user_tokens_remembered` count what `count` says. */
+  observeRememberedUserTokens(count: () => number): void {
+    this.rememberedUserTokenCount = count;
   }
 
   /** Makes `coupon_ready` answer; until then it is absent. */

@@ -8,6 +8,7 @@ import { type ConnectHandler, createConnectHandler } from '../../src/api/connect
 import { earlyRefusalHandler } from '../../src/api/early-refusal.ts';
 import { CallObserver, observabilityInterceptor } from '../../src/api/observability.ts';
 import { createPolyglotServer, type PolyglotServer } from '../../src/api/server.ts';
+import type { VerifiedCall } from '../../src/api/user-tokens.ts';
 import {
   AlreadyIssuedError,
   CampaignNotFoundError,
@@ -79,7 +80,7 @@ async function startSide(early: boolean): Promise<Side> {
   });
   const side: Side = { server: serveWith(connect), url: '', metrics, handedToConnect: 0 };
   if (early) {
-    const counted: ConnectHandler = (request, response, body) => {
+    const counted: ConnectHandler<VerifiedCall> = (request, response, body) => {
       side.handedToConnect++;
       connect(request, response, body);
     };

@@ -94,6 +94,28 @@ describe.each(Object.entries(clients))('IssueCoupon with user tokens over %s', (
     expect(await issue(id, 'alice', alice)).toBe('AlreadyExists');
   });
 
+  it('remembers a verified HS256 token once its call is refused, not when the call got its coupon', async () => {
+    const remembered = async () =>
+      Number(
+        /^coupon_user_tokens_remembered (\d+)$/m.exec(
+          await (await fetch(`${env.baseUrl}/metrics`)).text(),
+        )?.[1],
+      );
+    const id = await campaign();
+    const user = uniqueName('carol');
+    const carol = `Bearer ${await token(user)}`;
+    const before = await remembered();
+    expect(before).toBeGreaterThanOrEqual(0);
+    expect(await issue(id, '', carol)).toBe(`ok:${user}`);
+    // Winners seldom come back; holding every new token made each issue dearer.
+    expect(await remembered()).toBe(before);
+    expect(await issue(id, '', carol)).toBe('AlreadyExists');
+    // Refused users try again: their next calls find the token verified.
+    expect(await remembered()).toBe(before + 1);
+    expect(await issue(id, '', carol)).toBe('AlreadyExists');
+    expect(await remembered()).toBe(before + 1);
+  });
+
   it.each([
     ['no token', async () => undefined],
     ['not a bearer token', async () => 'Basic YWxpY2U6cHc='],
