@@ -498,7 +498,16 @@ export async function buildApp(
   const trustProxy = compileTrustedProxies(config.trustProxy);
   const connect = createConnectHandler<VerifiedCall>({
     routes: (router) => {
-      router.service(CouponService, couponServiceImpl(services)).service(Health, healthServiceImpl(probe));
+      router
+        .service(
+          CouponService,
+          couponServiceImpl({
+            ...services,
+            onEntryFailure: (error, entry) =>
+              logger.error({ ...entry, err: error }, 'an IssueCoupons entry failed: answered internal error'),
+          }),
+        )
+        .service(Health, healthServiceImpl(probe));
       registerReflection(router, [file_coupon_v1_errors]);
     },
     // Outermost first: map errors to codes and observe every call, then authenticate, then limit.

@@ -153,6 +153,11 @@ export function couponServiceImpl(deps: {
   operations: CampaignOperations;
   watch: CampaignWatch;
   lifecycle: CouponLifecycle;
+  /**
+   * Told of an IssueCoupons entry that failed for a reason no refusal names (a bug): the caller
+   * sees only "internal error" for it, the call itself succeeds, so nothing else would log it.
+   */
+  onEntryFailure?: (error: unknown, entry: { campaignId: string; userId: string }) => void;
 }): ServiceImpl<typeof CouponService> {
   return {
     async createCampaign(request, context) {
@@ -298,6 +303,9 @@ export function couponServiceImpl(deps: {
           }
           // A bug behind one entry is not shown to the caller, as connect hides an INTERNAL's message.
           const error = toConnectError(entry.refusal);
+          if (!(error instanceof ConnectError) || error.code === Code.Internal) {
+            deps.onEntryFailure?.(entry.refusal, { campaignId: request.campaignId, userId: entry.userId });
+          }
           const refused =
             error instanceof ConnectError ? error : new ConnectError('internal error', Code.Internal);
           return create(IssueResultSchema, {
