@@ -31,7 +31,7 @@
 
 import { spawnSync } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import mysql from 'mysql2/promise';
@@ -91,6 +91,8 @@ const { values: args } = parseArgs({
     'redis-cluster': { type: 'boolean' },
     haproxy: { type: 'boolean' },
     'service-logs': { type: 'boolean' },
+    // Node options of the service's processes, instead of `npm start`'s (e.g. "" for Node's defaults).
+    'service-node-options': { type: 'string' },
   },
 });
 
@@ -209,14 +211,30 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
  * `count` instances of an entry point; the first alone, so that it applies the migrations. With
  * --haproxy, the server is the proxy in front of them.
  */
+/** The service runs with `npm start`'s Node options (its heap settings), as the image does. */
+const serviceNodeOptions = (
+  args['service-node-options'] ??
+  (
+    JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+      scripts: { start: string };
+    }
+  ).scripts.start
+)
+  .split(' ')
+  .filter((word) => word.startsWith('--'));
+
 async function startInstances(
   entry: string,
   env: Record<string, string>,
   count: number,
   readiness = true,
+  nodeOptions: readonly string[] = [],
 ): Promise<Server> {
   const startOne = async () => {
-    const instance = await startProcess(entry, env, { echoWarnings: args['service-logs'] === true });
+    const instance = await startProcess(entry, env, {
+      echoWarnings: args['service-logs'] === true,
+      nodeOptions,
+    });
     started.push(instance);
     return instance;
   };
@@ -271,6 +289,8 @@ async function serviceTarget(extraEnv: Record<string, string> = {}): Promise<Ser
       ...extraEnv,
     },
     instanceCount,
+    true,
+    serviceNodeOptions,
   );
 }
 /** connect-node alone (connectNodeAdapter on http.createServer): the plain baseline. */
@@ -1061,7 +1081,7 @@ try {
 const pad = (value: string | number, width: number) => String(value).padEnd(width);
 console.log(
   `\ncoupon-service bench: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'cpu'}), driver on the same machine, ` +
-    `${connections} connections, service WORKERS=${args.workers}${quick ? ', quick sizes' : ''}\n`,
+    `${connections} connections, service WORKERS=${args.workers} node ${serviceNodeOptions.join(' ') || '(defaults)'}${quick ? ', quick sizes' : ''}\n`,
 );
 if (scaledOut) console.log(`${topologyNote()}\n`);
 console.log(

@@ -58,10 +58,10 @@ function rssBytesOfTree(pid: number): number | undefined {
 export async function startProcess(
   entry: string,
   env: Record<string, string>,
-  options: { readonly echoWarnings?: boolean } = {},
+  options: { readonly echoWarnings?: boolean; readonly nodeOptions?: readonly string[] } = {},
 ): Promise<Started> {
   const file = fileURLToPath(new URL(entry, import.meta.url));
-  const child = spawn(process.execPath, [file], {
+  const child = spawn(process.execPath, [...(options.nodeOptions ?? []), file], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -57,8 +57,19 @@ describe('Dockerfile', () => {
     expect(user).toBeGreaterThan(-1);
     expect(instructions[user]).not.toMatch(/USER (root|0)\b/);
     expect(user).toBeLessThan(cmd);
-    expect(instructions[cmd]).toBe('CMD ["node", "src/main.ts"]');
+    expect(instructions[cmd]).toMatch(/^CMD \["node", ("--[\w-]+=\w+", )*"src\/main\.ts"\]$/);
     expect(instructions).toContain('STOPSIGNAL SIGTERM');
+  });
+
+  it("starts node with npm start's heap settings", () => {
+    const cmd = JSON.parse(
+      (instructions.find((line) => line.startsWith('CMD ')) as string).slice(4),
+    ) as string[];
+    const start = (
+      JSON.parse(readFileSync(new URL('package.json', root), 'utf8')) as { scripts: { start: string } }
+    ).scripts.start;
+    expect(cmd.join(' ')).toBe(start);
+    expect(cmd).toContain('--max-semi-space-size=16');
   });
 
   it('takes the commit it was built from as BUILD_COMMIT, for coupon_build_info', () => {
