@@ -337,6 +337,20 @@ describe('the web console', () => {
         expect((await storedRow())?.order_id).toBe('order-1001');
         await page.screenshot({ path: `${SCREENSHOTS}/coupon-other-order.png`, fullPage: true });
 
+        // The order is cancelled: so is its redemption, and the coupon can be used again.
+        await page.getByTestId('cancel-redemption-button').click();
+        await expect.poll(() => details.getAttribute('data-state')).toBe('ISSUED');
+        expect(await page.getByTestId('redeem-result').textContent()).toBe(
+          '주문 order-1001의 사용을 취소했습니다: 다시 사용할 수 있습니다',
+        );
+        expect(await page.getByTestId('coupon-order-id').textContent()).toBe('–');
+        expect(await storedRow()).toEqual({ order_id: null, redeemed_at: null });
+        expect(await page.getByTestId('cancel-redemption-button').count()).toBe(0);
+        await page.getByTestId('redeem-order-id').fill('order-2002');
+        await page.getByTestId('redeem-button').click();
+        await expect.poll(() => page.getByTestId('coupon-order-id').textContent()).toBe('order-2002');
+        expect((await storedRow())?.order_id).toBe('order-2002');
+
         // An expired coupon: valid 300 ms, redeemed once the gate's own clock has passed that.
         const shortLived = await api().createCampaign(
           campaignRequest({ couponValidFor: create(DurationSchema, { nanos: 300_000_000 }) }),

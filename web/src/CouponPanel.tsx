@@ -16,8 +16,9 @@ function couponStateName(state: CouponState): CouponStateName {
 type Outcome = { readonly ok: boolean; readonly text: string };
 
 /**
- * A shop's counter: look a code up (GetCoupon, open: the code is the secret) and redeem it for an
- * order (RedeemCoupon, admin). After a refused redeem the coupon is read again, so the order that
+ * A shop's counter: look a code up (GetCoupon, open: the code is the secret), redeem it for an
+ * order (RedeemCoupon, admin) and cancel that redemption when the order is cancelled
+ * (CancelRedemption, admin). After a refused change the coupon is read again, so the order that
  * holds it or its validity is on screen next to the refusal.
  */
 export function CouponPanel({ headingLevel }: { headingLevel: 2 | 3 }) {
@@ -44,6 +45,18 @@ export function CouponPanel({ headingLevel }: { headingLevel: 2 | 3 }) {
       const answer = await couponClient.redeemCoupon({ code: redeemed.code, orderId: orderId.trim() });
       setCoupon(answer.coupon);
       setRedeemOutcome({ ok: true, text: t.redeemed(orderId.trim()) });
+    } catch (failure) {
+      setRedeemOutcome({ ok: false, text: couponRefusal(failure, t, language) });
+      await lookUp(redeemed.code);
+    }
+  };
+
+  // For the order on screen: a redemption is cancelled only by naming the order that holds it.
+  const cancelRedemption = async (redeemed: Coupon) => {
+    try {
+      const answer = await couponClient.cancelRedemption({ code: redeemed.code, orderId: redeemed.orderId });
+      setCoupon(answer.coupon);
+      setRedeemOutcome({ ok: true, text: t.redemptionCancelled(redeemed.orderId) });
     } catch (failure) {
       setRedeemOutcome({ ok: false, text: couponRefusal(failure, t, language) });
       await lookUp(redeemed.code);
@@ -140,6 +153,15 @@ export function CouponPanel({ headingLevel }: { headingLevel: 2 | 3 }) {
             <button type="submit" data-testid="redeem-button" disabled={!orderId.trim()}>
               {t.redeem}
             </button>
+            {state === 'REDEEMED' && (
+              <button
+                type="button"
+                data-testid="cancel-redemption-button"
+                onClick={() => cancelRedemption(coupon)}
+              >
+                {t.cancelRedemption}
+              </button>
+            )}
           </form>
         </>
       )}

@@ -62,6 +62,8 @@ const ko = {
   orderId: '주문 번호',
   redeem: '사용 처리',
   redeemed: (orderId: string) => `주문 ${orderId}에 사용했습니다`,
+  cancelRedemption: '사용 취소',
+  redemptionCancelled: (orderId: string) => `주문 ${orderId}의 사용을 취소했습니다: 다시 사용할 수 있습니다`,
   couponStates: { ISSUED: '사용 가능', REDEEMED: '사용됨', EXPIRED: '기간 만료', UNSPECIFIED: '알 수 없음' },
   couponNotFound: '그런 코드의 쿠폰이 없습니다',
   notACode: '쿠폰 코드가 아닙니다 (한글과 숫자 10자, 숫자 하나 이상)',
@@ -133,6 +135,9 @@ const en: Messages = {
   orderId: 'Order id',
   redeem: 'Redeem',
   redeemed: (orderId: string) => `Redeemed for order ${orderId}`,
+  cancelRedemption: 'Cancel redemption',
+  redemptionCancelled: (orderId: string) =>
+    `Redemption for order ${orderId} cancelled: the coupon is usable again`,
   couponStates: { ISSUED: 'Usable', REDEEMED: 'Redeemed', EXPIRED: 'Expired', UNSPECIFIED: 'Unknown' },
   couponNotFound: 'No coupon has this code',
   notACode: 'Not a coupon code (10 characters: Hangul syllables and at least one digit)',
