@@ -220,6 +220,25 @@ describe('the web console', () => {
         ];
         expect(Number(rows.n)).toBe(300);
         await page.screenshot({ path: `${SCREENSHOTS}/campaign-sold-out.png`, fullPage: true });
+
+        // The chart's time axis is in the page's language, and a chart drawn again for another
+        // language keeps the rush's points: what the canvas is given to write, recorded.
+        await page.evaluate(`(() => {
+          const drawn = (window.drawnTexts = []);
+          const fillText = CanvasRenderingContext2D.prototype.fillText;
+          CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {
+            drawn.push(String(text));
+            return fillText.call(this, text, ...rest);
+          };
+        })()`);
+        const drawnTimes = async () =>
+          ((await page.evaluate('window.drawnTexts.splice(0)')) as string[]).filter((text) =>
+            /\d:\d\d/.test(text),
+          );
+        await page.getByTestId('language-toggle').click();
+        await expect.poll(drawnTimes).toContainEqual(expect.stringMatching(/^\d\d:\d\d:\d\d$/));
+        await page.getByTestId('language-toggle').click();
+        await expect.poll(drawnTimes).toContainEqual(expect.stringMatching(/^오[전후] \d{1,2}:\d\d:\d\d$/));
       } finally {
         await context.close();
       }

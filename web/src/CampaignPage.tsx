@@ -147,7 +147,7 @@ export function CampaignPage({ campaignId }: { campaignId: string }) {
               )
             </p>
             <h3>{t.issueRate}</h3>
-            <RateChart points={rate} label={`${t.issueRate} (${t.perSecond})`} />
+            <RateChart points={rate} label={`${t.issueRate} (${t.perSecond})`} language={language} />
           </section>
           <AdminPanel campaign={campaign} onChanged={setCampaign} />
           <TryIt campaignId={campaign.id} />
