@@ -159,13 +159,12 @@ export class UserTokens {
     if (this.remembersEveryToken) return;
     const token = bearerCredential(authorization);
     if (!token || this.known(token, Date.now())) return;
-    let claims: VerifiedClaims;
     try {
-      claims = claimsOf(token);
+      this.remember(token, claimsOf(token), Date.now());
     } catch {
-      return;
+      // Verified a moment ago, so it decodes; should it not, it is simply not remembered (this
+      // runs in request listeners, where a throw would take the process down).
     }
-    this.remember(token, claims, Date.now());
   }
 
   private known(token: string, now: number): VerifiedToken | undefined {
