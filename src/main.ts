@@ -48,7 +48,7 @@ async function runServer(config: Config): Promise<void> {
       process.exit(1);
     }
     logger.fatal({ err: error }, 'could not start: is the database reachable at DATABASE_URL?');
-    process.exit(1);
+    return exitOnceLogged(1);
   });
   const address = await app.listen().catch((error: NodeJS.ErrnoException) => {
     console.error(`could not listen on ${config.host}:${config.port}: ${error.code ?? error.message}`);
@@ -65,11 +65,11 @@ async function runServer(config: Config): Promise<void> {
       app.close().then(
         () => {
           logger.info('stopped');
-          process.exit(0);
+          void exitOnceLogged(0);
         },
         (error: unknown) => {
           logger.error({ err: error }, 'unclean stop');
-          process.exit(1);
+          void exitOnceLogged(1);
         },
       );
     });
@@ -91,7 +91,7 @@ async function runPrimary(config: Config): Promise<void> {
     await db.close();
   } catch (error) {
     logger.fatal({ err: error }, 'could not start: is the database reachable at DATABASE_URL?');
-    process.exit(1);
+    await exitOnceLogged(1);
   }
   let stopping = false;
   let failed = false;
@@ -112,4 +112,17 @@ async function runPrimary(config: Config): Promise<void> {
       for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
     });
   }
+}
+
+/**
+ * Exits once every log line is written, in order. pino writes stdout asynchronously and, at
+ * exit, flushes what is buffered synchronously: a line still being written then lands after the
+ * last one ("stopped" before "draining" in 1 of 5 idle stops measured here).
+ */
+function exitOnceLogged(code: number): Promise<never> {
+  process.exitCode = code;
+  // Should stdout never drain (a closed pipe), the process still ends soon.
+  setTimeout(() => process.exit(code), 1_000);
+  logger.flush(() => process.exit(code));
+  return new Promise<never>(() => undefined);
 }
