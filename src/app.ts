@@ -503,8 +503,11 @@ export async function buildApp(
           CouponService,
           couponServiceImpl({
             ...services,
-            onEntryFailure: (error, entry) =>
-              logger.error({ ...entry, err: error }, 'an IssueCoupons entry failed: answered internal error'),
+            onEntryFailures: ({ campaignId, count, first }) =>
+              logger.error(
+                { campaignId, count, userId: first.userId, err: first.error },
+                'IssueCoupons entries failed: answered internal error (the first one here)',
+              ),
           }),
         )
         .service(Health, healthServiceImpl(probe));

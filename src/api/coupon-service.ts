@@ -154,10 +154,15 @@ export function couponServiceImpl(deps: {
   watch: CampaignWatch;
   lifecycle: CouponLifecycle;
   /**
-   * Told of an IssueCoupons entry that failed for a reason no refusal names (a bug): the caller
-   * sees only "internal error" for it, the call itself succeeds, so nothing else would log it.
+   * Told, once per call, of the IssueCoupons entries that failed for a reason no refusal names (a
+   * bug): the caller sees only "internal error" for them, the call itself succeeds, so nothing
+   * else would log them. `first`: the first such entry and its error.
    */
-  onEntryFailure?: (error: unknown, entry: { campaignId: string; userId: string }) => void;
+  onEntryFailures?: (failures: {
+    campaignId: string;
+    count: number;
+    first: { userId: string; error: unknown };
+  }) => void;
 }): ServiceImpl<typeof CouponService> {
   return {
     async createCampaign(request, context) {
@@ -296,7 +301,8 @@ export function couponServiceImpl(deps: {
         request.userIds,
         context.values.get(adminActorKey),
       );
-      return create(IssueCouponsResponseSchema, {
+      let failed: { count: number; first: { userId: string; error: unknown } } | undefined;
+      const response = create(IssueCouponsResponseSchema, {
         results: entries.map((entry) => {
           if (entry.coupon) {
             return create(IssueResultSchema, { userId: entry.userId, coupon: toCouponMessage(entry.coupon) });
@@ -304,7 +310,8 @@ export function couponServiceImpl(deps: {
           // A bug behind one entry is not shown to the caller, as connect hides an INTERNAL's message.
           const error = toConnectError(entry.refusal);
           if (!(error instanceof ConnectError) || error.code === Code.Internal) {
-            deps.onEntryFailure?.(entry.refusal, { campaignId: request.campaignId, userId: entry.userId });
+            failed ??= { count: 0, first: { userId: entry.userId, error: entry.refusal } };
+            failed.count += 1;
           }
           const refused =
             error instanceof ConnectError ? error : new ConnectError('internal error', Code.Internal);
@@ -315,6 +322,8 @@ export function couponServiceImpl(deps: {
           });
         }),
       });
+      if (failed) deps.onEntryFailures?.({ campaignId: request.campaignId, ...failed });
+      return response;
     },
   };
 }

@@ -57,7 +57,7 @@ interface Side {
 async function startSide(early: boolean): Promise<Side> {
   const metrics = new Metrics();
   const observer = new CallObserver(metrics, silentLogger);
-  const connect = createConnectHandler({
+  const connect = createConnectHandler<VerifiedCall>({
     routes: (router) =>
       router.service(CouponService, {
         issueCoupon(request) {
@@ -80,9 +80,9 @@ async function startSide(early: boolean): Promise<Side> {
   });
   const side: Side = { server: serveWith(connect), url: '', metrics, handedToConnect: 0 };
   if (early) {
-    const counted: ConnectHandler<VerifiedCall> = (request, response, body) => {
+    const counted: ConnectHandler<VerifiedCall> = (request, response, body, earlier) => {
       side.handedToConnect++;
-      connect(request, response, body);
+      connect(request, response, body, earlier);
     };
     side.server = serveWith(earlyRefusalHandler({ issuer, observer, connect: counted }));
   }

@@ -12,29 +12,32 @@ function serviceAnswering(entries: IssueEntry[], failures: unknown[][]) {
   const lifecycle = { issueCoupons: async () => entries } as unknown as CouponLifecycle;
   return couponServiceImpl({
     lifecycle,
-    onEntryFailure: (error: unknown, entry: unknown) => failures.push([error, entry]),
+    onEntryFailures: (reported: unknown) => failures.push([reported]),
   } as unknown as Parameters<typeof couponServiceImpl>[0]);
 }
 
 describe('IssueCoupons entries', () => {
-  it('reports an entry that failed for no named reason (answered "internal error"), and no refusal', async () => {
+  it('reports the entries that failed for no named reason (answered "internal error") once a call, and no refusal', async () => {
     const bug = new TypeError("Cannot read properties of undefined (reading 'id')");
     const failures: unknown[][] = [];
     const service = serviceAnswering(
       [
         { userId: 'alice', refusal: bug },
         { userId: 'bob', refusal: new SoldOutError('c') },
+        { userId: 'carol', refusal: new RangeError('another bug') },
       ],
       failures,
     );
     const answer = (await service.issueCoupons?.(
-      create(IssueCouponsRequestSchema, { campaignId: 'c', userIds: ['alice', 'bob'] }),
+      create(IssueCouponsRequestSchema, { campaignId: 'c', userIds: ['alice', 'bob', 'carol'] }),
       { values: createContextValues() } as HandlerContext,
     )) as IssueCouponsResponse;
     expect(answer.results.map((result) => [result.userId, result.refusal, result.message])).toEqual([
       ['alice', 'internal', 'internal error'],
       ['bob', 'resource_exhausted', expect.stringContaining('sold out')],
+      ['carol', 'internal', 'internal error'],
     ]);
-    expect(failures).toEqual([[bug, { campaignId: 'c', userId: 'alice' }]]);
+    // One report for the call (a bug behind every entry of a 1,000-user call is one log line).
+    expect(failures).toEqual([[{ campaignId: 'c', count: 2, first: { userId: 'alice', error: bug } }]]);
   });
 });

@@ -28,6 +28,9 @@ export function CouponPanel({ headingLevel }: { headingLevel: 2 | 3 }) {
   const [lookupError, setLookupError] = useState<string>();
   const [orderId, setOrderId] = useState('');
   const [redeemOutcome, setRedeemOutcome] = useState<Outcome>();
+  // One change of the coupon at a time: a double click would send it twice, and the second
+  // answer (a refusal: already done) would replace the first one's.
+  const [changing, setChanging] = useState(false);
 
   const lookUp = async (wanted: string) => {
     try {
@@ -41,6 +44,7 @@ export function CouponPanel({ headingLevel }: { headingLevel: 2 | 3 }) {
   };
 
   const redeem = async (redeemed: Coupon) => {
+    setChanging(true);
     try {
       const answer = await couponClient.redeemCoupon({ code: redeemed.code, orderId: orderId.trim() });
       setCoupon(answer.coupon);
@@ -48,11 +52,14 @@ export function CouponPanel({ headingLevel }: { headingLevel: 2 | 3 }) {
     } catch (failure) {
       setRedeemOutcome({ ok: false, text: couponRefusal(failure, t, language) });
       await lookUp(redeemed.code);
+    } finally {
+      setChanging(false);
     }
   };
 
   // For the order on screen: a redemption is cancelled only by naming the order that holds it.
   const cancelRedemption = async (redeemed: Coupon) => {
+    setChanging(true);
     try {
       const answer = await couponClient.cancelRedemption({ code: redeemed.code, orderId: redeemed.orderId });
       setCoupon(answer.coupon);
@@ -60,6 +67,8 @@ export function CouponPanel({ headingLevel }: { headingLevel: 2 | 3 }) {
     } catch (failure) {
       setRedeemOutcome({ ok: false, text: couponRefusal(failure, t, language) });
       await lookUp(redeemed.code);
+    } finally {
+      setChanging(false);
     }
   };
 
@@ -137,7 +146,7 @@ export function CouponPanel({ headingLevel }: { headingLevel: 2 | 3 }) {
             className="admin-actions"
             onSubmit={(event) => {
               event.preventDefault();
-              redeem(coupon);
+              if (!changing) redeem(coupon);
             }}
           >
             <label className="inline">
@@ -150,13 +159,14 @@ export function CouponPanel({ headingLevel }: { headingLevel: 2 | 3 }) {
                 onChange={(event) => setOrderId(event.target.value)}
               />
             </label>
-            <button type="submit" data-testid="redeem-button" disabled={!orderId.trim()}>
+            <button type="submit" data-testid="redeem-button" disabled={!orderId.trim() || changing}>
               {t.redeem}
             </button>
             {state === 'REDEEMED' && (
               <button
                 type="button"
                 data-testid="cancel-redemption-button"
+                disabled={changing}
                 onClick={() => cancelRedemption(coupon)}
               >
                 {t.cancelRedemption}
