@@ -43,6 +43,13 @@ export function RateChart({
             values: (_plot, seconds) => seconds.map((second) => tick.format(second * 1000)),
             // At least a label's width apart ("오후 12:35:05" is wider than uPlot's own ticks).
             space: language === 'ko' ? 110 : 80,
+            // A label is centred on its tick: one too close to the right edge would be cut off.
+            filter: (self, splits) =>
+              splits.map((second) =>
+                self.valToPos(second, 'x') > self.over.clientWidth - (language === 'ko' ? 20 : 5)
+                  ? null
+                  : second,
+              ),
           },
           { label },
         ],
