@@ -96,10 +96,14 @@ export function earlyRefusalHandler(deps: {
       });
       response.end(errorBody);
     };
-    const judge = (body: Buffer, call: IssueCouponRequest | undefined) => {
+    /** `verified`: the call's user as its token proved it, when user tokens are on. */
+    const judge = (body: Buffer, call: IssueCouponRequest | undefined, verified?: VerifiedCall) => {
       const refusal = judgeFromMemory(issuer, call);
-      if (refusal) refuse(refusal, call?.campaignId);
-      else connect(request, response, body);
+      if (refusal) {
+        // The user is likely to call again soon: their token is worth remembering.
+        if (verified) users?.tokens.refused(verified.authorization);
+        refuse(refusal, call?.campaignId);
+      } else connect(request, response, body, verified);
     };
     const onEnd = () => {
       const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
@@ -118,12 +122,7 @@ export function earlyRefusalHandler(deps: {
         // headers object into a slow dictionary.)
         request.headers.authorization = undefined;
         call.userId = userId;
-        const refusal = judgeFromMemory(issuer, call);
-        if (refusal) {
-          // The user is likely to call again soon: their token is worth remembering.
-          users.tokens.refused(authorization);
-          refuse(refusal, call.campaignId);
-        } else connect(request, response, body, { user: userId, authorization });
+        judge(body, call, { user: userId, authorization });
       };
       const refuseToken = (error: unknown) => {
         if (error instanceof DomainError) refuse(error, call.campaignId);

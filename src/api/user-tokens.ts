@@ -158,9 +158,10 @@ export class UserTokens {
   refused(authorization: string | null | undefined): void {
     if (this.remembersEveryToken) return;
     const token = bearerCredential(authorization);
-    if (!token || this.known(token, Date.now())) return;
+    const now = Date.now();
+    if (!token || this.known(token, now)) return;
     try {
-      this.remember(token, claimsOf(token), Date.now());
+      this.remember(token, claimsOf(token), now);
     } catch {
       // Verified a moment ago, so it decodes; should it not, it is simply not remembered (this
       // runs in request listeners, where a throw would take the process down).

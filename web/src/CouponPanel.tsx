@@ -43,34 +43,39 @@ export function CouponPanel({ headingLevel }: { headingLevel: 2 | 3 }) {
     }
   };
 
-  const redeem = async (redeemed: Coupon) => {
+  /**
+   * Sends one change of the coupon (redeem, cancel) and shows its answer; after a refusal the
+   * coupon is read again, so what holds it is on screen next to the refusal.
+   */
+  const change = async (changed: Coupon, send: () => Promise<{ coupon?: Coupon }>, done: string) => {
     setChanging(true);
     try {
-      const answer = await couponClient.redeemCoupon({ code: redeemed.code, orderId: orderId.trim() });
-      setCoupon(answer.coupon);
-      setRedeemOutcome({ ok: true, text: t.redeemed(orderId.trim()) });
+      setCoupon((await send()).coupon);
+      setRedeemOutcome({ ok: true, text: done });
     } catch (failure) {
       setRedeemOutcome({ ok: false, text: couponRefusal(failure, t, language) });
-      await lookUp(redeemed.code);
+      await lookUp(changed.code);
     } finally {
       setChanging(false);
     }
   };
 
-  // For the order on screen: a redemption is cancelled only by naming the order that holds it.
-  const cancelRedemption = async (redeemed: Coupon) => {
-    setChanging(true);
-    try {
-      const answer = await couponClient.cancelRedemption({ code: redeemed.code, orderId: redeemed.orderId });
-      setCoupon(answer.coupon);
-      setRedeemOutcome({ ok: true, text: t.redemptionCancelled(redeemed.orderId) });
-    } catch (failure) {
-      setRedeemOutcome({ ok: false, text: couponRefusal(failure, t, language) });
-      await lookUp(redeemed.code);
-    } finally {
-      setChanging(false);
-    }
+  const redeem = (redeemed: Coupon) => {
+    const order = orderId.trim();
+    return change(
+      redeemed,
+      () => couponClient.redeemCoupon({ code: redeemed.code, orderId: order }),
+      t.redeemed(order),
+    );
   };
+
+  // For the order on screen: a redemption is cancelled only by naming the order that holds it.
+  const cancelRedemption = (redeemed: Coupon) =>
+    change(
+      redeemed,
+      () => couponClient.cancelRedemption({ code: redeemed.code, orderId: redeemed.orderId }),
+      t.redemptionCancelled(redeemed.orderId),
+    );
 
   const state = coupon && couponStateName(coupon.state);
   // A section of the home page, a subsection of a campaign's page: headings stay in order.

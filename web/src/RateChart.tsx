@@ -1,6 +1,6 @@
 import { useEffect, useRef } from 'react';
 import uPlot from 'uplot';
-import type { Language } from './i18n.tsx';
+import { type Language, localeOf } from './i18n.tsx';
 
 /** One point per whole second: how many coupons were issued during it. */
 export interface RatePoint {
@@ -32,7 +32,7 @@ export function RateChart({
     const element = container.current;
     if (!element) return;
     const width = () => Math.max(280, Math.min(element.clientWidth, 900));
-    const tick = new Intl.DateTimeFormat(language === 'ko' ? 'ko-KR' : 'en-GB', { timeStyle: 'medium' });
+    const tick = new Intl.DateTimeFormat(localeOf(language), { timeStyle: 'medium' });
     plot.current = new uPlot(
       {
         width: width(),

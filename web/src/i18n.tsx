@@ -178,8 +178,13 @@ export const timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
 
 export function formatTime(date: Date | undefined, language: Language): string {
   if (!date) return '–';
-  return new Intl.DateTimeFormat(language === 'ko' ? 'ko-KR' : 'en-GB', {
+  return new Intl.DateTimeFormat(localeOf(language), {
     dateStyle: 'medium',
     timeStyle: 'medium',
   }).format(date);
+}
+
+/** The locale a language's dates and times are written in. */
+export function localeOf(language: Language): string {
+  return language === 'ko' ? 'ko-KR' : 'en-GB';
 }
